@@ -1,0 +1,182 @@
+"""NB201 cells and networks as Flax modules, in two forms with one parameter layout.
+
+* ``NB201Network(skeleton, cell=c)``: the standalone network of one cell; only its operators
+  are built, so it computes only what is alive.
+* ``NB201Network(skeleton)``: the masked supernet. Every edge carries every operator and a
+  float[6, 5] edge x operator mask, passed at call time, weights each operator's output, so one
+  compiled function serves any cell or partly pruned supernet and ``vmap``s over masks.
+
+The two share parameter paths (``cells_3/edge_0_2_nor_conv_3x3/conv/kernel``...): a standalone
+network's parameters are a subset of the supernet's (``select_params``), and under a cell's
+one-hot mask the supernet computes the standalone network's function.
+
+Shapes: inputs float[B, H, W, C_in] (NHWC); outputs float[B, num_classes] logits.
+Modules hold no search logic: they take a mask and inputs, nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+
+from cells import ops as ops_lib
+from cells import skeleton as sk
+from cells import space
+
+default_dense_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+"""PyTorch's default ``nn.Linear`` weight init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+
+
+class CellModule(nn.Module):
+    """A 4-node NB201 cell: node j = sum over i < j of op_ij(node i); returns node 3.
+
+    With ``ops`` set, builds those six operators; with ``ops=None`` it is the masked supernet
+    cell and ``mask`` (float[6, 5]) weights every operator of every edge.
+    """
+
+    ops: tuple[str, ...] | None = None
+    kernel_init: ops_lib.Initializer = ops_lib.kaiming_normal
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, train: bool) -> jax.Array:
+        nodes = [x]
+        for node in range(1, space.NUM_NODES):
+            total = None
+            for src in range(node):
+                edge = space.EDGES.index((src, node))
+                for o, op in enumerate(space.OPS):
+                    if self.ops is not None and op != self.ops[edge]:
+                        continue
+                    if self.ops is None and op == "none":
+                        continue  # zero whatever its weight
+                    y = ops_lib.apply_op(
+                        op, nodes[src], train=train, name=sk.edge_module_name(edge, op),
+                        kernel_init=self.kernel_init,
+                    )
+                    if mask is not None:
+                        y = mask[edge, o].astype(y.dtype) * y
+                    total = y if total is None else total + y
+            nodes.append(total)
+        return nodes[-1]
+
+
+class ResidualReduction(nn.Module):
+    """NB201's ``ResNetBasicblock`` with stride 2: the block between stages.
+
+    out = ReLUConvBN3x3_s1(ReLUConvBN3x3_s2(x)) + Conv1x1(AvgPool2x2_s2(x)).
+    """
+
+    features: int
+    kernel_init: ops_lib.Initializer = ops_lib.kaiming_normal
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        y = ops_lib.ReLUConvBN(self.features, 3, 2, self.kernel_init, name="conv_a")(x, train=train)
+        y = ops_lib.ReLUConvBN(self.features, 3, 1, self.kernel_init, name="conv_b")(y, train=train)
+        r = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        r = nn.Conv(self.features, (1, 1), use_bias=False, kernel_init=self.kernel_init,
+                    name="downsample_conv")(r)
+        return r + y
+
+
+class Stem(nn.Module):
+    features: int
+    kernel_init: ops_lib.Initializer = ops_lib.kaiming_normal
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        x = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+                    kernel_init=self.kernel_init, name="conv")(x)
+        return ops_lib.batch_norm(train, name="bn")(x)
+
+
+class Head(nn.Module):
+    """BN + ReLU, global average pool, linear classifier."""
+
+    num_classes: int
+    dense_init: ops_lib.Initializer = default_dense_init
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        x = nn.relu(ops_lib.batch_norm(train, name="bn")(x))
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(self.num_classes, kernel_init=self.dense_init, name="classifier")(x)
+
+
+class NB201Network(nn.Module):
+    """NB201's ``TinyNetwork`` built from a ``Skeleton``.
+
+    Attributes:
+      skeleton: widths, depth, classes, resolution.
+      cell: the cell for a standalone network; ``None`` for the masked supernet.
+      kernel_init: initialiser of every convolution (default Kaiming normal, fan-in).
+      dense_init: initialiser of the classifier weight (bias starts at zero).
+    """
+
+    skeleton: sk.Skeleton
+    cell: space.Cell | None = None
+    kernel_init: ops_lib.Initializer = ops_lib.kaiming_normal
+    dense_init: ops_lib.Initializer = default_dense_init
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, train: bool) -> jax.Array:
+        """Logits float[B, num_classes] of inputs float[B, H, W, C_in].
+
+        Args:
+          x: input images, NHWC, H = W = ``skeleton.resolution``, C_in = ``skeleton.in_channels``.
+          mask: float[6, 5] edge x operator weights; required for the supernet, refused for a
+            standalone network.
+          train: BatchNorm normalises with batch statistics (True) or running ones (False).
+        """
+        s = self.skeleton
+        want = (s.resolution, s.resolution, s.in_channels)
+        if x.ndim != 4 or tuple(x.shape[1:]) != want:
+            raise ValueError(f"inputs must have shape (B, {want[0]}, {want[1]}, {want[2]}), "
+                             f"got {tuple(x.shape)}")
+        if self.cell is None:
+            if mask is None or tuple(mask.shape) != (space.NUM_EDGES, space.NUM_OPS):
+                got = None if mask is None else tuple(mask.shape)
+                raise ValueError(f"the masked supernet needs a mask of shape (6, 5), got {got}")
+        elif mask is not None:
+            raise ValueError(f"a standalone network of {self.cell} takes no mask")
+        ops = None if self.cell is None else self.cell.ops
+        for unit in s.units:
+            if unit.kind == "stem":
+                x = Stem(unit.cout, self.kernel_init, name=unit.name)(x, train=train)
+            elif unit.kind == "cell":
+                x = CellModule(ops, self.kernel_init, name=unit.name)(x, mask, train=train)
+            elif unit.kind == "reduction":
+                x = ResidualReduction(unit.cout, self.kernel_init, name=unit.name)(x, train=train)
+            else:
+                x = Head(unit.cout, self.dense_init, name=unit.name)(x, train=train)
+        return x
+
+
+def select_params(supernet_variables: Any, cell: space.ArchLike) -> Any:
+    """The standalone network's variables taken from a supernet's (same values, fewer ops).
+
+    Works on any collection tree keyed by module path (``params``, ``batch_stats``, or the
+    whole variables dict).
+    """
+    cell = space.as_cell(cell)
+    alive = {sk.edge_module_name(e, op) for e, op in enumerate(cell.ops)}
+    flat = traverse_util.flatten_dict(supernet_variables)
+    kept = {
+        path: value
+        for path, value in flat.items()
+        if not any(part.startswith("edge_") and part not in alive for part in path)
+    }
+    return traverse_util.unflatten_dict(kept)
+
+
+def count_variables(tree: Any) -> dict[str, int]:
+    """Number of scalars per module path ('a/b/c') in a variables tree (e.g. ``params``)."""
+    counts: dict[str, int] = {}
+    for path, value in traverse_util.flatten_dict(tree).items():
+        key = "/".join(path[:-1])
+        counts[key] = counts.get(key, 0) + int(jnp.size(value))
+    return counts

@@ -1,0 +1,40 @@
+"""Describes an NB201 cell: canonical string, index, exact FLOPs/params, NB201 accuracies.
+
+    python experiments/describe.py --arch=6111 --json_out=/tmp/cell.json
+"""
+
+import json
+
+from absl import app, flags
+
+from cells import space
+from micronas_jax import benchmark, describe
+
+RESNET_CELL = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
+
+_ARCH = flags.DEFINE_string("arch", RESNET_CELL, "NB201 cell string or index (0..15624).")
+_JSON_OUT = flags.DEFINE_string("json_out", None, "Write the description as JSON here.")
+_NB201_FILE = flags.DEFINE_string(
+    "nb201_file", None, "Official NB201 .pth file to answer from (needs the [nb201] extra); "
+    "default: the built-in table.")
+_C = flags.DEFINE_integer("C", 16, "Width of the first stage for the computed costs.")
+_N = flags.DEFINE_integer("N", 5, "Cells per stage for the computed costs.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        cell = space.as_cell(_ARCH.value)
+    except space.CellError as err:
+        raise app.UsageError(f"--arch: {err}") from None
+    result = describe.describe(
+        cell, benchmark.load_benchmark(_NB201_FILE.value), C=_C.value, N=_N.value)
+    print(describe.format_description(result))
+    if _JSON_OUT.value:
+        with open(_JSON_OUT.value, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main)

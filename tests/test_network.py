@@ -1,0 +1,162 @@
+"""Flax cells and networks: NB201 semantics, supernet == standalone, parameter layout."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cells import network as nw
+from cells import skeleton as sk
+from cells import space
+from tests import numpy_reference
+
+SMALL = sk.Skeleton(C=3, N=1, num_classes=5, resolution=8)
+BATCH = 4
+
+
+def _perturb(variables, key):
+    """Random values everywhere (BN scales and shifts too), so no parameter is trivial."""
+    leaves, treedef = jax.tree_util.tree_flatten(variables)
+    keys = jax.random.split(key, len(leaves))
+    leaves = [v + 0.3 * jax.random.normal(k, v.shape) for v, k in zip(leaves, keys, strict=True)]
+    out = jax.tree_util.tree_unflatten(treedef, leaves)
+    out["batch_stats"] = jax.tree_util.tree_map(lambda a: jnp.abs(a) + 0.5, out["batch_stats"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def supernet():
+    model = nw.NB201Network(SMALL)
+    x = jax.random.normal(jax.random.key(0), (BATCH, 8, 8, 3))
+    init = jax.jit(functools.partial(model.init, train=False))
+    variables = _perturb(init(jax.random.key(1), x, jnp.ones((6, 5))), jax.random.key(2))
+
+    @functools.partial(jax.jit, static_argnames="train")
+    def apply(variables, x, mask, train):
+        return model.apply(variables, x, mask, train=train, mutable=["batch_stats"])[0]
+
+    return model, variables, x, apply
+
+
+def _random_cells(n, seed):
+    rng = np.random.default_rng(seed)
+    picks = [space.from_index(int(i)) for i in rng.choice(space.NUM_CELLS, n, replace=False)]
+    return [*picks, space.Cell(("none",) * 6), space.Cell(("skip_connect",) * 6)]
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_supernet_under_one_hot_mask_equals_standalone(supernet, train):
+    _, variables, x, apply = supernet
+    for cell in _random_cells(6, seed=int(train)):
+        standalone = nw.NB201Network(SMALL, cell=cell)
+        want, _ = standalone.apply(nw.select_params(variables, cell), x, train=train,
+                                   mutable=["batch_stats"])
+        got = apply(variables, x, jnp.asarray(cell.matrix), train)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=str(cell))
+
+
+def test_standalone_parameters_are_the_supernets_subset(supernet):
+    _, variables, x, _ = supernet
+    for cell in _random_cells(3, seed=5):
+        own = jax.eval_shape(
+            functools.partial(nw.NB201Network(SMALL, cell=cell).init, train=False),
+            jax.random.key(0), x)
+        selected = nw.select_params(variables, cell)
+        assert jax.tree_util.tree_structure(own) == jax.tree_util.tree_structure(selected)
+        assert jax.tree_util.tree_map(jnp.shape, own) == jax.tree_util.tree_map(jnp.shape, selected)
+
+
+def test_parameter_layout_equals_the_skeleton_layers(supernet):
+    _, variables, _, _ = supernet
+    for cell in _random_cells(4, seed=7):
+        counts = nw.count_variables(nw.select_params(variables, cell)["params"])
+        expected = {layer.path: layer.num_params for layer in SMALL.layers(cell) if layer.num_params}
+        assert counts == expected
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "ImageNet16-120"])
+def test_full_size_parameter_count_equals_nb201(table, dataset):
+    skeleton = sk.Skeleton.for_dataset(dataset)
+    x = jax.ShapeDtypeStruct((1, skeleton.resolution, skeleton.resolution, 3), jnp.float32)
+    for index in (0, 6111, 11472):
+        cell = space.from_index(index)
+        shapes = jax.eval_shape(
+            functools.partial(nw.NB201Network(skeleton, cell=cell).init, train=False),
+            jax.random.key(0), x)
+        total = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(shapes["params"]))
+        assert total / 1e6 == pytest.approx(table.params_M[dataset][index], abs=1e-9)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_standalone_equals_float64_numpy_reference(supernet, train):
+    _, variables, x, _ = supernet
+    for cell in _random_cells(3, seed=11 + int(train)):
+        v = nw.select_params(variables, cell)
+        got, _ = nw.NB201Network(SMALL, cell=cell).apply(v, x, train=train, mutable=["batch_stats"])
+        want = numpy_reference.forward(v, np.asarray(x), cell.ops, SMALL.C, SMALL.N, train)
+        scale = max(np.abs(want).max(), 1e-6)
+        assert np.abs(np.asarray(got, np.float64) - want).max() / scale < 1e-5, str(cell)
+
+
+def test_vmap_over_masks_equals_loop_and_compiles_once(supernet):
+    model, variables, x, _ = supernet
+    traces = []
+
+    @jax.jit
+    def logits(mask):
+        traces.append(1)
+        return model.apply(variables, x, mask, train=True, mutable=["batch_stats"])[0]
+
+    cells = _random_cells(4, seed=3)
+    masks = jnp.stack([jnp.asarray(c.matrix) for c in cells])
+    loop = [logits(m) for m in masks]
+    assert len(traces) == 1  # the mask is traced: one compile serves every cell
+    batched = jax.vmap(logits)(masks)
+    np.testing.assert_allclose(batched, jnp.stack(loop), rtol=1e-5, atol=1e-5)
+    # A partly pruned supernet (several ops per edge) is just another mask.
+    partial_mask = jnp.ones((6, 5)).at[:, 0].set(0.0)
+    assert jnp.all(jnp.isfinite(logits(partial_mask)))
+    assert len(traces) == 1  # vmap batches the cached trace; a new mask value never retraces
+
+
+def test_input_validation(supernet):
+    model, variables, x, _ = supernet
+    with pytest.raises(ValueError, match=r"inputs must have shape \(B, 8, 8, 3\)"):
+        model.apply(variables, x[:, :4], jnp.ones((6, 5)), train=False)
+    with pytest.raises(ValueError, match=r"needs a mask of shape \(6, 5\), got None"):
+        model.apply(variables, x, train=False)
+    with pytest.raises(ValueError, match=r"got \(5, 5\)"):
+        model.apply(variables, x, jnp.ones((5, 5)), train=False)
+    cell = space.from_index(0)
+    with pytest.raises(ValueError, match="takes no mask"):
+        nw.NB201Network(SMALL, cell=cell).apply(
+            nw.select_params(variables, cell), x, jnp.ones((6, 5)), train=False)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"C": 0}, "Skeleton.C must be a positive integer"),
+        ({"resolution": 30}, "divisible by 4"),
+        ({"stem": False}, "in_channels=3 must equal C=16"),
+        ({"N": 2.5}, "Skeleton.N"),
+    ],
+)
+def test_skeleton_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        sk.Skeleton(**kwargs)
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+        sk.Skeleton.for_dataset("mnist")
+
+
+def test_stemless_thin_network_runs():
+    thin = sk.Skeleton(C=1, N=1, num_classes=1, resolution=4, in_channels=1, stem=False)
+    assert thin.units[0].kind == "cell"
+    x = jnp.ones((2, 4, 4, 1))
+    model = nw.NB201Network(thin)
+    variables = model.init(jax.random.key(0), x, jnp.ones((6, 5)), train=True)
+    assert "stem" not in variables["params"]
+    out, _ = model.apply(variables, x, jnp.ones((6, 5)), train=True, mutable=["batch_stats"])
+    assert out.shape == (2, 1)
