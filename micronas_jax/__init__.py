@@ -1,4 +1,8 @@
-"""micronas-jax: zero-shot, hardware-aware NAS for microcontrollers (MicroNAS) in JAX."""
+"""micronas-jax: zero-shot, hardware-aware NAS for microcontrollers (MicroNAS) in JAX.
+
+Submodules: ``benchmark`` (NB201 ground truth), ``describe`` (cell summaries), ``hardware``
+(FLOPs, MCU latency, memory).
+"""
 
 from micronas_jax.benchmark import (
     DATASETS,
@@ -10,7 +14,6 @@ from micronas_jax.benchmark import (
     load_benchmark,
     load_table,
 )
-from micronas_jax.describe import describe, format_description
 
 __version__ = "0.1.0"
 
@@ -21,8 +24,6 @@ __all__ = [
     "BuiltinBenchmark",
     "OfficialBenchmark",
     "Record",
-    "describe",
-    "format_description",
     "load_benchmark",
     "load_table",
 ]
