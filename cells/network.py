@@ -16,6 +16,7 @@ Modules hold no search logic: they take a mask and inputs, nothing else.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -103,6 +104,7 @@ class Head(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         x = nn.relu(ops_lib.batch_norm(train, name="bn")(x))
+        self.sow("intermediates", "relu", x)  # read by linear-region counting
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=self.dense_init, name="classifier")(x)
 
@@ -154,6 +156,65 @@ class NB201Network(nn.Module):
             else:
                 x = Head(unit.cout, self.dense_init, name=unit.name)(x, train=train)
         return x
+
+
+def switched_apply(skeleton: sk.Skeleton, variables: Any, x: jax.Array, op_indices: jax.Array, *,
+                   train: bool) -> jax.Array:
+    """The standalone network of the cell ``op_indices`` (int[6], ``space.OPS`` indices), run with
+    the masked supernet's variables.
+
+    Each edge is a ``lax.switch`` over its five operators, so ``op_indices`` may be traced: one
+    compiled function serves every cell and executes only its operators (XLA runs the taken
+    branch). Equal to ``NB201Network(skeleton)`` under the cell's one-hot mask. BatchNorm's
+    running statistics are not updated. Do not ``vmap`` over ``op_indices``: a batched switch
+    computes every branch; use the masked supernet for that.
+
+    Args:
+      skeleton: the network's shape.
+      variables: the masked supernet's variables (``params`` and ``batch_stats``).
+      x: float[B, H, W, C_in] inputs.
+      op_indices: int[6] operator index per edge.
+      train: BatchNorm with batch statistics (True) or running ones (False).
+
+    Returns:
+      float[B, num_classes] logits.
+    """
+    params, stats = variables["params"], variables["batch_stats"]
+
+    def run(module, name, h):
+        sub = {"params": params[name], "batch_stats": stats.get(name, {})}
+        return module.apply(sub, h, train=train, mutable=["batch_stats"])[0]
+
+    for unit in skeleton.units:
+        if unit.kind == "stem":
+            x = run(Stem(unit.cout), unit.name, x)
+        elif unit.kind == "reduction":
+            x = run(ResidualReduction(unit.cout), unit.name, x)
+        elif unit.kind == "head":
+            x = run(Head(unit.cout), unit.name, x)
+        else:
+            cell_vars = {"params": params[unit.name], "batch_stats": stats.get(unit.name, {})}
+            x = _switched_cell(cell_vars, x, op_indices, train)
+    return x
+
+
+def _switched_cell(cell_vars, x, op_indices, train):
+    def conv(edge, k, h):
+        name = sk.edge_module_name(edge, f"nor_conv_{k}x{k}")
+        sub = {"params": cell_vars["params"][name], "batch_stats": cell_vars["batch_stats"][name]}
+        return ops_lib.ReLUConvBN(h.shape[-1], k).apply(sub, h, train=train, mutable=["batch_stats"])[0]
+
+    nodes = [x]
+    for node in range(1, space.NUM_NODES):
+        total = None
+        for src in range(node):
+            edge = space.EDGES.index((src, node))
+            branches = [jnp.zeros_like, lambda h: h, functools.partial(conv, edge, 1),
+                        functools.partial(conv, edge, 3), ops_lib.avg_pool_3x3]  # space.OPS order
+            y = jax.lax.switch(op_indices[edge], branches, nodes[src])
+            total = y if total is None else total + y
+        nodes.append(total)
+    return nodes[-1]
 
 
 def select_params(supernet_variables: Any, cell: space.ArchLike) -> Any:

@@ -45,6 +45,7 @@ class ReLUConvBN(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         pad = (self.kernel_size - 1) // 2
         x = nn.relu(x)
+        self.sow("intermediates", "relu", x)  # read by linear-region counting
         x = nn.Conv(
             self.features,
             (self.kernel_size, self.kernel_size),

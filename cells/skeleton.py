@@ -109,6 +109,8 @@ class Skeleton:
       in_channels: input channels (3 for images).
       stem: whether the network starts with conv3x3 + BN; without it the input feeds the first
         cell directly, so ``in_channels`` must equal ``C`` (TE-NAS's thin linear-region net).
+      depth: keep only the first ``depth`` blocks of the body (cells and reductions, in order),
+        then the head, as TE-NAS's ``depth`` does; ``None`` keeps all.
     """
 
     C: int = 16
@@ -117,16 +119,22 @@ class Skeleton:
     resolution: int = 32
     in_channels: int = 3
     stem: bool = True
+    depth: int | None = None
 
     def __post_init__(self):
         for name in ("C", "N", "num_classes", "resolution", "in_channels"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Skeleton.{name} must be a positive integer, got {value!r}")
-        if self.resolution % 4:
+        if self.depth is not None and (
+                isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 1):
+            raise ValueError(f"Skeleton.depth must be None or a positive integer, got {self.depth!r}")
+        body = 3 * self.N + 2 if self.depth is None else min(self.depth, 3 * self.N + 2)
+        reductions = sum(body > k * (self.N + 1) - 1 for k in (1, 2))  # blocks N and 2N+1
+        if self.resolution % 2**reductions:
             raise ValueError(
-                f"Skeleton.resolution={self.resolution} must be divisible by 4 "
-                "(two stride-2 reductions)"
+                f"Skeleton.resolution={self.resolution} must be divisible by {2**reductions} "
+                f"({reductions} stride-2 reduction(s))"
             )
         if not self.stem and self.in_channels != self.C:
             raise ValueError(
@@ -154,15 +162,17 @@ class Skeleton:
         if self.stem:
             units.append(Unit("stem", "stem", c, self.C, h, h, stage=0))
             c = self.C
-        i = 0
+        body = []
         for stage, width in enumerate(self.widths):
             if stage > 0:
-                units.append(Unit(f"cells_{i}", "reduction", c, width, h, h // 2, stage, i))
-                h, c, i = h // 2, width, i + 1
+                body.append(Unit(f"cells_{len(body)}", "reduction", c, width, h, h // 2, stage, len(body)))
+                h, c = h // 2, width
             for _ in range(self.N):
-                units.append(Unit(f"cells_{i}", "cell", c, width, h, h, stage, i))
-                i += 1
-        units.append(Unit("head", "head", c, self.num_classes, h, 1, stage=len(self.widths) - 1))
+                body.append(Unit(f"cells_{len(body)}", "cell", c, width, h, h, stage, len(body)))
+        body = body[: self.depth]
+        units += body
+        last = body[-1]
+        units.append(Unit("head", "head", last.cout, self.num_classes, last.hout, 1, stage=last.stage))
         return tuple(units)
 
     def layers(self, cell: space.Cell) -> tuple[Layer, ...]:

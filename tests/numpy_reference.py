@@ -94,3 +94,35 @@ def _to_numpy(tree):
     if isinstance(tree, dict) or hasattr(tree, "items"):
         return {k: _to_numpy(v) for k, v in tree.items()}
     return np.asarray(tree, np.float64)
+
+
+def thin_patterns(variables, x, ops):
+    """bool[n, bits]: ReLU sign patterns of TE-NAS's thin network (no stem, one cell, head),
+    BatchNorm in training mode over ``x``; bits in the order the engine sorts its paths:
+    the cell's conv edges by module name, then the head."""
+    P = _to_numpy(variables["params"])
+    S = _to_numpy(variables["batch_stats"])
+    x = np.asarray(x, np.float64)
+    p, s = P.get("cells_0", {}), S.get("cells_0", {})
+    relus = {}
+    nodes = [x]
+    for node in range(1, 4):
+        total = 0.0
+        for src in range(node):
+            e = EDGES.index((src, node))
+            op, name = ops[e], f"edge_{src}_{node}_{ops[e]}"
+            h = nodes[src]
+            if op == "none":
+                out = np.zeros_like(h)
+            elif op == "skip_connect":
+                out = h
+            elif op == "avg_pool_3x3":
+                out = avg_pool_3x3_exclude_pad(h)
+            else:
+                relus[name] = np.maximum(h, 0)
+                out = relu_conv_bn(h, p[name], s[name], True)
+            total = total + out
+        nodes.append(total)
+    head = np.maximum(batch_norm(nodes[-1], P["head"]["bn"], S["head"]["bn"], True), 0)
+    columns = [relus[k] for k in sorted(relus)] + [head]
+    return np.concatenate([c.reshape(len(x), -1) > 0 for c in columns], axis=1)

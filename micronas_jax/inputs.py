@@ -1,0 +1,152 @@
+"""Input batches for the proxies: real images from a local path, or synthetic Gaussian ones.
+
+Nothing is downloaded. Formats:
+
+* CIFAR-10: the Python pickle batches (``data_batch_1`` .. ``data_batch_5``), in ``root`` or
+  ``root/cifar-10-batches-py``;
+* CIFAR-100: the pickle ``train`` file, in ``root`` or ``root/cifar-100-python``;
+* ImageNet16-120: NB201's ``train_data_batch_1`` .. ``_10`` pickles (``data`` uint8[N, 768],
+  labels 1..1000, of which the first 120 classes are kept), in ``root``.
+
+Images are scaled to [0, 1] and normalised with NB201's per-dataset mean and std, as NB201 and
+TE-NAS do. Without a path, batches are standard normal (the distribution of normalised inputs).
+Batches are NHWC float32, drawn with an explicit PRNG key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+MEAN_STD = {
+    "cifar10": ([125.3, 123.0, 113.9], [63.0, 62.1, 66.7]),
+    "cifar100": ([129.3, 124.1, 112.4], [68.2, 65.4, 70.4]),
+    "ImageNet16-120": ([122.68, 116.66, 104.01], [63.22, 61.26, 65.09]),
+}
+RESOLUTION = {"cifar10": 32, "cifar100": 32, "ImageNet16-120": 16}
+
+
+class DataError(ValueError):
+    """A dataset file that is missing, unreadable or of the wrong shape."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSource:
+    """Where batches come from.
+
+    Attributes:
+      dataset: 'cifar10', 'cifar100' or 'ImageNet16-120'.
+      images: uint8[N, H, W, 3] training images, or ``None`` for synthetic inputs.
+    """
+
+    dataset: str
+    images: np.ndarray | None = None
+
+    @property
+    def synthetic(self) -> bool:
+        return self.images is None
+
+    @property
+    def resolution(self) -> int:
+        return RESOLUTION[self.dataset]
+
+    def describe(self) -> str:
+        if self.synthetic:
+            return f"synthetic N(0, 1) inputs shaped like {self.dataset}"
+        return f"{len(self.images):,} {self.dataset} training images"
+
+    def batch(self, key: jax.Array, size: int) -> jax.Array:
+        """float32[size, H, W, 3]: a normalised batch (random images, without replacement)."""
+        r = self.resolution
+        if self.synthetic:
+            return jax.random.normal(key, (size, r, r, 3), jnp.float32)
+        idx = jax.random.choice(key, len(self.images), (size,), replace=False)
+        return normalise(self.images[np.asarray(idx)], self.dataset)
+
+    def crops(self, key: jax.Array, size: int, crop: int = 3) -> jax.Array:
+        """float32[size, crop, crop, 1]: TE-NAS's linear-region inputs, a random ``crop`` x ``crop``
+        patch of one random channel of a random normalised image."""
+        if self.synthetic:
+            return jax.random.normal(key, (size, crop, crop, 1), jnp.float32)
+        k_img, k_y, k_x, k_c = jax.random.split(key, 4)
+        n, h, w, c = self.images.shape
+        img = np.asarray(jax.random.randint(k_img, (size,), 0, n))
+        ys = np.asarray(jax.random.randint(k_y, (size,), 0, h - crop + 1))
+        xs = np.asarray(jax.random.randint(k_x, (size,), 0, w - crop + 1))
+        ch = np.asarray(jax.random.randint(k_c, (size,), 0, c))
+        full = np.asarray(normalise(self.images[img], self.dataset))
+        rows = ys[:, None] + np.arange(crop)
+        cols = xs[:, None] + np.arange(crop)
+        out = full[np.arange(size)[:, None, None], rows[:, :, None], cols[:, None, :], ch[:, None, None]]
+        return jnp.asarray(out[..., None], jnp.float32)
+
+
+def normalise(images: np.ndarray, dataset: str) -> jax.Array:
+    """uint8[..., 3] -> float32, scaled to [0, 1] and normalised with NB201's mean and std."""
+    mean, std = (np.array(v, np.float32) / 255.0 for v in MEAN_STD[dataset])
+    return jnp.asarray((images.astype(np.float32) / 255.0 - mean) / std)
+
+
+def _unpickle(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    except FileNotFoundError:
+        raise DataError(f"dataset file not found: {path}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as err:
+        raise DataError(f"dataset file {path} is not a readable pickle: {err}") from None
+
+
+def _find(root: str, subfolder: str, first_file: str) -> str:
+    for folder in (root, os.path.join(root, subfolder)):
+        if os.path.exists(os.path.join(folder, first_file)):
+            return folder
+    raise DataError(f"no {first_file} under {root} or {os.path.join(root, subfolder)}")
+
+
+def _images(batches: list[dict], side: int, path: str) -> tuple[np.ndarray, np.ndarray]:
+    data, labels = [], []
+    for b in batches:
+        if "data" not in b:
+            raise DataError(f"{path}: a batch has no 'data' entry")
+        d = np.asarray(b["data"], np.uint8)
+        if d.ndim != 2 or d.shape[1] != 3 * side * side:
+            raise DataError(f"{path}: data of shape {d.shape}, expected (N, {3 * side * side})")
+        data.append(d)
+        labels.append(np.asarray(b.get("labels", b.get("fine_labels"))))
+    images = np.concatenate(data).reshape(-1, 3, side, side).transpose(0, 2, 3, 1)
+    return images, np.concatenate(labels)
+
+
+def load_images(dataset: str, path: str | os.PathLike | None) -> ImageSource:
+    """An ``ImageSource`` for ``dataset``: real training images from ``path``, else synthetic.
+
+    Raises:
+      DataError: the files are missing, unreadable or malformed (the message names the file).
+    """
+    if dataset not in RESOLUTION:
+        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(RESOLUTION)}")
+    if not path:
+        logging.info("No data path given: using synthetic N(0, 1) inputs shaped like %s", dataset)
+        return ImageSource(dataset)
+    root = os.fspath(path)
+    if dataset == "cifar10":
+        folder = _find(root, "cifar-10-batches-py", "data_batch_1")
+        files = [os.path.join(folder, f"data_batch_{i}") for i in range(1, 6)]
+        images, _ = _images([_unpickle(f) for f in files], 32, folder)
+    elif dataset == "cifar100":
+        folder = _find(root, "cifar-100-python", "train")
+        images, _ = _images([_unpickle(os.path.join(folder, "train"))], 32, folder)
+    else:
+        folder = _find(root, "", "train_data_batch_1")
+        files = [os.path.join(folder, f"train_data_batch_{i}") for i in range(1, 11)]
+        images, labels = _images([_unpickle(f) for f in files], 16, folder)
+        images = images[(labels >= 1) & (labels <= 120)]  # NB201's ImageNet16-120 subset
+    logging.info("Loaded %d %s training images from %s", len(images), dataset, folder)
+    return ImageSource(dataset, images)

@@ -1,0 +1,281 @@
+"""The batched proxy engine: NTK condition numbers and linear regions of K candidates x S seeds.
+
+Functions are compiled once per configuration (shapes, mode, init), never per cell: a cell or a
+mask is a traced argument.
+
+* ``ntk_cells``: single cells through ``cells.network.switched_apply``: one compiled function,
+  and each call runs only the cell's own operators. Candidates run in a Python loop (on CPU,
+  ``vmap`` over cells would compute every operator of every edge).
+* ``ntk_masks``: partly pruned supernets (several operators per edge) through the masked
+  supernet; in a pruning round the base supernet is scored once per seed and shared by every
+  candidate (``score_round``).
+* ``regions``: linear regions of the thin network, ``vmap``ped over masks (cheap and faster so).
+
+Per seed, one PRNG key gives the NTK network's initialisation and input batch and the thin
+network's initialisation and inputs; every candidate of that seed shares them, as TE-NAS copies
+one initialisation into the base and candidate networks.
+
+Masks follow TE-NAS: the live operators of an edge are weighted equally (softmax of equal
+logits, i.e. 1/k each); ``normalise_mask=False`` uses the mask as given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from flax import linen as nn
+
+from cells import network as nw
+from cells import ops as ops_lib
+from cells import skeleton as sk
+from cells import space
+from micronas_jax import inputs as inputs_lib
+from micronas_jax.proxies import linear_regions, ntk
+
+_PYTORCH_UNIFORM = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+INITS = {
+    # Kaiming normal (fan-in, gain sqrt(2)) for convolutions and the classifier: TE-NAS's intent.
+    "kaiming_normal": (ops_lib.kaiming_normal, ops_lib.kaiming_normal),
+    # PyTorch's defaults, U(-1/sqrt(fan_in), 1/sqrt(fan_in)): what TE-NAS's code actually runs,
+    # its init option ('kaiming_norm_fanin' + '_fanout') matching no branch of init_model.
+    "pytorch_default": (_PYTORCH_UNIFORM, _PYTORCH_UNIFORM),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyConfig:
+    """What the proxies measure; defaults follow TE-NAS and the MicroNAS paper.
+
+    Attributes:
+      dataset: input shape and classes (and normalisation of real images).
+      C, N: the NTK network (TE-NAS: C=3, N=1, the full three-stage skeleton).
+      batch_size: NTK mini-batch (the paper's choice: 32).
+      ntk_mode: which NTK (``ntk.NTKMode``).
+      init: 'kaiming_normal' or 'pytorch_default' (``INITS``).
+      lr_C, lr_input_size, lr_batch, lr_batches: the thin linear-region network and its inputs
+        (TE-NAS: C=1, 3x3 inputs, 3 batches of 1,000).
+      normalise_mask: weight an edge's live operators 1/k each, as TE-NAS's softmax does.
+    """
+
+    dataset: str = "cifar10"
+    C: int = 3
+    N: int = 1
+    batch_size: int = 32
+    ntk_mode: ntk.NTKMode = ntk.NTKMode.EXACT
+    init: str = "kaiming_normal"
+    lr_C: int = 1
+    lr_input_size: int = 3
+    lr_batch: int = 1000
+    lr_batches: int = 3
+    normalise_mask: bool = True
+
+    def __post_init__(self):
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; known: {', '.join(INITS)}")
+        object.__setattr__(self, "ntk_mode", ntk.NTKMode(self.ntk_mode))
+        if self.dataset not in inputs_lib.RESOLUTION:
+            raise ValueError(f"unknown dataset {self.dataset!r}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be at least 2, got {self.batch_size}")
+
+    @property
+    def ntk_skeleton(self) -> sk.Skeleton:
+        num_classes = sk.DATASETS[self.dataset][0]
+        return sk.Skeleton(C=self.C, N=self.N, num_classes=num_classes,
+                           resolution=inputs_lib.RESOLUTION[self.dataset])
+
+    @property
+    def lr_skeleton(self) -> sk.Skeleton:
+        return linear_regions.thin_skeleton(self.lr_C, self.lr_input_size, sk.DATASETS[self.dataset][0])
+
+
+@dataclasses.dataclass(frozen=True)
+class Draw:
+    """One seed's shared randomness: both networks' variables and their inputs."""
+
+    ntk_variables: Any
+    ntk_inputs: jax.Array  # float32[B, H, W, 3]
+    lr_variables: Any
+    lr_inputs: jax.Array  # float32[lr_batches, lr_batch, s, s, lr_C]
+
+
+def normalise(mask: jax.Array) -> jax.Array:
+    """Each edge's live operators weighted 1/k (rows with no live operator stay zero)."""
+    live = (mask > 0).astype(jnp.float32)
+    return live / jnp.maximum(live.sum(-1, keepdims=True), 1.0)
+
+
+class ProxyEngine:
+    """Scores candidates; see the module docstring. Not thread-safe (it counts compilations)."""
+
+    def __init__(self, config: ProxyConfig | None = None, source: inputs_lib.ImageSource | None = None):
+        self.config = config = config or ProxyConfig()
+        self.source = source or inputs_lib.ImageSource(config.dataset)
+        if self.source.dataset != config.dataset:
+            raise ValueError(f"inputs are {self.source.dataset}, the config says {config.dataset}")
+        logging.info("Proxy engine: %s; NTK %s, B=%d, C=%d, N=%d, init %s", self.source.describe(),
+                     config.ntk_mode.value, config.batch_size, config.C, config.N, config.init)
+        kernel_init, dense_init = INITS[config.init]
+        self.ntk_net = nw.NB201Network(config.ntk_skeleton, kernel_init=kernel_init, dense_init=dense_init)
+        self.lr_net = nw.NB201Network(config.lr_skeleton, kernel_init=kernel_init, dense_init=dense_init)
+        self.traces: dict[str, int] = {}  # compilations per function, for tests and logs
+        self._compile_seconds = 0.0
+        self._build()
+
+    # -- compiled functions ------------------------------------------------------------------
+    def _traced(self, name):
+        self.traces[name] = self.traces.get(name, 0) + 1
+
+    def _build(self):
+        c = self.config
+        s_ntk = c.ntk_skeleton
+        ones = jnp.ones((space.NUM_EDGES, space.NUM_OPS))
+        x_ntk = jnp.zeros((c.batch_size, s_ntk.resolution, s_ntk.resolution, 3))
+        x_lr = jnp.zeros((c.lr_batch, c.lr_input_size, c.lr_input_size, c.lr_C))
+        prep = (lambda m: normalise(m)) if c.normalise_mask else (lambda m: m)
+
+        @jax.jit
+        def draw(key):
+            self._traced("draw")
+            k1, k2, k3, k4 = jax.random.split(key, 4)
+            v_ntk = self.ntk_net.init(k1, x_ntk, ones, train=False)
+            v_lr = self.lr_net.init(k3, x_lr, ones, train=False)
+            return v_ntk, k2, v_lr, k4
+
+        def masked_apply(mask):
+            return lambda v, x, train: self.ntk_net.apply(v, x, prep(mask), train=train,
+                                                          mutable=["batch_stats"])
+
+        def switched(idx):  # returns the statistics unchanged: see jac_cell
+            return lambda v, x, train: (nw.switched_apply(s_ntk, v, x, idx, train=train), v)
+
+        @jax.jit
+        def jac_mask(v, x, mask):
+            self._traced("ntk_mask")
+            return ntk.jacobian(masked_apply(mask), v, x, c.ntk_mode)
+
+        @jax.jit
+        def jac_cell(v, x, idx):
+            self._traced("ntk_cell")
+            one_hot = jax.nn.one_hot(idx, space.NUM_OPS)  # the batch's statistics, if needed
+            return ntk.jacobian(switched(idx), v, x, c.ntk_mode, stats_apply_fn=masked_apply(one_hot))
+
+        def lr_apply(v, x, mask):
+            return self.lr_net.apply(v, x, mask, train=True, mutable=["batch_stats", "intermediates"])
+
+        @jax.jit
+        def regions(v, xs, masks):
+            self._traced("regions")
+            count = functools.partial(linear_regions.count_regions, lr_apply, v, xs)
+            return jax.vmap(lambda m: count(prep(m)))(masks)
+
+        self._draw_fn, self._jac_mask, self._jac_cell, self._regions = draw, jac_mask, jac_cell, regions
+
+    def _timed(self, fn, *args):
+        before = sum(self.traces.values())
+        start = time.perf_counter()
+        out = jax.block_until_ready(fn(*args))
+        if sum(self.traces.values()) > before:
+            self._compile_seconds += time.perf_counter() - start
+            logging.info("compiled %s in %.1f s", getattr(fn, "__name__", "fn"), time.perf_counter() - start)
+        return out
+
+    @property
+    def compile_seconds(self) -> float:
+        """Wall time of the calls that compiled (compile + first run)."""
+        return self._compile_seconds
+
+    # -- randomness --------------------------------------------------------------------------
+    def draw(self, key: jax.Array) -> Draw:
+        """The seed's variables and inputs (shared by every candidate scored with it)."""
+        c = self.config
+        v_ntk, k_x, v_lr, k_lr = self._timed(self._draw_fn, key)
+        lr_inputs = self.source.crops(k_lr, c.lr_batch * c.lr_batches, c.lr_input_size)
+        lr_inputs = lr_inputs.reshape(c.lr_batches, c.lr_batch, *lr_inputs.shape[1:])
+        if c.lr_C != 1:
+            lr_inputs = jnp.repeat(lr_inputs, c.lr_C, axis=-1)
+        return Draw(v_ntk, self.source.batch(k_x, c.batch_size), v_lr, lr_inputs)
+
+    # -- scoring -----------------------------------------------------------------------------
+    def ntk_jacobians_cells(self, cells: Sequence[space.ArchLike], draw: Draw) -> np.ndarray:
+        """float32[K, B, P] for single cells (only their own operators run)."""
+        out = []
+        for arch in cells:
+            idx = jnp.asarray(space.as_cell(arch).op_indices, jnp.int32)
+            out.append(np.asarray(self._timed(self._jac_cell, draw.ntk_variables, draw.ntk_inputs, idx)))
+        return np.stack(out)
+
+    def ntk_jacobians_masks(self, masks: np.ndarray, draw: Draw) -> np.ndarray:
+        """float32[K, B, P] for float[K, 6, 5] masks (partly pruned supernets)."""
+        masks = _check_masks(masks)
+        return np.stack([np.asarray(self._timed(self._jac_mask, draw.ntk_variables, draw.ntk_inputs,
+                                                jnp.asarray(m))) for m in masks])
+
+    def ntk_cells(self, cells: Sequence[space.ArchLike], keys: Sequence[jax.Array]) -> ntk.Conditioning:
+        """Condition numbers float64[K, S] of K cells under S seeds."""
+        per_seed = [ntk.condition_numbers(self.ntk_jacobians_cells(cells, self.draw(k))) for k in keys]
+        return _stack_seeds(per_seed)
+
+    def ntk_masks(self, masks: np.ndarray, keys: Sequence[jax.Array]) -> ntk.Conditioning:
+        """Condition numbers float64[K, S] of K masks under S seeds."""
+        per_seed = [ntk.condition_numbers(self.ntk_jacobians_masks(masks, self.draw(k))) for k in keys]
+        return _stack_seeds(per_seed)
+
+    def regions_masks(self, masks: np.ndarray, keys: Sequence[jax.Array]) -> np.ndarray:
+        """int64[K, S] linear-region counts of K masks (one-hot for cells) under S seeds."""
+        masks = jnp.asarray(_check_masks(masks))
+        cols = []
+        for k in keys:
+            d = self.draw(k)
+            cols.append(np.asarray(self._timed(self._regions, d.lr_variables, d.lr_inputs, masks)))
+        return np.stack(cols, axis=1).astype(np.int64)
+
+    def score_cells(self, cells: Sequence[space.ArchLike], keys: Sequence[jax.Array]) -> dict[str, np.ndarray]:
+        """Both proxies of K cells under S seeds: 'ntk' float64[K, S], 'ntk_flag' str[K, S],
+        'regions' int64[K, S]."""
+        cells = [space.as_cell(c) for c in cells]
+        cond = self.ntk_cells(cells, keys)
+        regions = self.regions_masks(np.stack([c.matrix for c in cells]), keys)
+        return {"ntk": cond.condition, "ntk_flag": cond.flag, "regions": regions}
+
+    def score_round(self, base_mask: np.ndarray, candidate_masks: np.ndarray,
+                    keys: Sequence[jax.Array]) -> dict[str, np.ndarray]:
+        """A pruning round: the base supernet once per seed, then every candidate with the same
+        draw. Returns 'ntk' float64[1 + K, S] and 'regions' int64[1 + K, S], the base first."""
+        masks = np.concatenate([np.asarray(base_mask)[None], _check_masks(candidate_masks)])
+        ntk_cols, flag_cols, lr_cols = [], [], []
+        for k in keys:
+            d = self.draw(k)
+            cond = ntk.condition_numbers(self.ntk_jacobians_masks(masks, d))
+            ntk_cols.append(cond.condition)
+            flag_cols.append(cond.flag)
+            lr_cols.append(np.asarray(self._timed(self._regions, d.lr_variables, d.lr_inputs, jnp.asarray(masks))))
+        return {"ntk": np.stack(ntk_cols, 1), "ntk_flag": np.stack(flag_cols, 1),
+                "regions": np.stack(lr_cols, 1).astype(np.int64)}
+
+
+def _check_masks(masks) -> np.ndarray:
+    m = np.asarray(masks, np.float32)
+    if m.ndim != 3 or m.shape[1:] != (space.NUM_EDGES, space.NUM_OPS):
+        raise ValueError(f"masks must have shape (K, 6, 5), got {m.shape}")
+    if not np.isfinite(m).all() or (m < 0).any():
+        raise ValueError("masks must be finite and non-negative")
+    return m
+
+
+def _stack_seeds(per_seed: list[ntk.Conditioning]) -> ntk.Conditioning:
+    return ntk.Conditioning(*(np.stack([getattr(c, f.name) for c in per_seed], axis=1)
+                              for f in dataclasses.fields(ntk.Conditioning)))
+
+
+def seed_keys(seed: int, repeats: int) -> list[jax.Array]:
+    """``repeats`` independent keys from one integer seed."""
+    return list(jax.random.split(jax.random.key(seed), repeats))

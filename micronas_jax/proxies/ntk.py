@@ -1,0 +1,157 @@
+"""Trainability: the condition number of the empirical NTK at initialisation.
+
+For a batch X of B images, row i of the Jacobian J is the gradient of the sum of sample i's
+logits with respect to the network's weights (convolution kernels, BatchNorm scales, the
+classifier's weight; no biases, as TE-NAS), G = J J^T (B x B), and the score is
+lambda_max(G) / lambda_min(G).
+
+Every kernel is a transformation of a pure ``apply_fn(variables, x, train) -> (logits,
+batch_stats)`` (a Flax ``apply`` with ``mutable=['batch_stats']``). Three kernels
+(``NTKMode``), one signature:
+
+* ``EXACT`` (default): BatchNorm in training mode, as TE-NAS runs it. Sample i's output then
+  depends on the whole batch, so row i is a vector-Jacobian product of the *batched* forward pass
+  with cotangent e_i (B backward passes sharing one forward, run one after another: vmapping
+  them turns weight gradients into grouped convolutions, slower on CPU). Per-sample gradients
+  would compute a different kernel here.
+* ``PER_SAMPLE_RUNNING_STATS``: BatchNorm normalises with its running statistics (at
+  initialisation mean 0, variance 1), so samples do not interact; rows are per-sample
+  gradients (one vmapped backward pass).
+* ``PER_SAMPLE_BATCH_STATS``: BatchNorm normalises with the batch's statistics held constant
+  (no gradient through them); rows are per-sample gradients. A different kernel from both.
+
+J leaves the device in float32; G and its eigenvalues are formed on the host in float64 (float32
+eigenvalues go wrong from a condition number of about 1e6). A singular, zero or non-finite G
+gives an infinite condition number and a flag, never a NaN.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from cells import ops as ops_lib
+
+ApplyFn = Callable[[Any, jax.Array, bool], tuple[jax.Array, Any]]
+
+SINGULAR_RTOL = 1e-12
+"""lambda_min <= SINGULAR_RTOL * lambda_max counts as singular: J is float32, so smaller
+eigenvalue ratios are below its resolution."""
+
+
+class NTKMode(str, enum.Enum):
+    EXACT = "exact"
+    PER_SAMPLE_RUNNING_STATS = "per_sample_running_stats"
+    PER_SAMPLE_BATCH_STATS = "per_sample_batch_stats"
+
+
+def is_weight(path: tuple[str, ...]) -> bool:
+    """Convolution and dense kernels and BatchNorm scales: TE-NAS's ``'weight' in name``."""
+    return path[-1] in ("kernel", "scale")
+
+
+def split_weights(params: Any) -> tuple[dict, dict]:
+    """(weights, the rest) of a params tree, both as flat {path: array} dicts."""
+    flat = traverse_util.flatten_dict(params)
+    weights = {k: v for k, v in flat.items() if is_weight(k)}
+    return weights, {k: v for k, v in flat.items() if not is_weight(k)}
+
+
+def _merge(weights: dict, rest: dict) -> Any:
+    return traverse_util.unflatten_dict({**weights, **rest})
+
+
+def _rows_to_matrix(rows: dict) -> jax.Array:
+    """{path: float[B, ...]} -> float[B, P], leaves in sorted path order."""
+    leaves = [rows[k] for k in sorted(rows)]
+    return jnp.concatenate([r.reshape(r.shape[0], -1) for r in leaves], axis=1)
+
+
+def batch_statistics(apply_fn: ApplyFn, variables: Any, x: jax.Array) -> Any:
+    """The batch's BatchNorm statistics (biased variance), in ``batch_stats`` layout.
+
+    One training-mode pass from zeroed running statistics: the update ``m * 0 + (1 - m) * s``
+    then holds ``(1 - m)`` times each statistic ``s``.
+    """
+    zeroed = jax.tree_util.tree_map(jnp.zeros_like, variables["batch_stats"])
+    _, updated = apply_fn({**variables, "batch_stats": zeroed}, x, True)
+    return jax.tree_util.tree_map(lambda s: s / (1.0 - ops_lib.BN_MOMENTUM), updated["batch_stats"])
+
+
+def jacobian(apply_fn: ApplyFn, variables: Any, x: jax.Array,
+             mode: NTKMode = NTKMode.EXACT, *, stats_apply_fn: ApplyFn | None = None) -> jax.Array:
+    """float32[B, P]: the NTK Jacobian rows (weights only) of ``apply_fn`` at ``variables``.
+
+    Args:
+      apply_fn: ``(variables, x, train) -> (logits float[B, K], {'batch_stats': ...})``.
+      variables: ``{'params': ..., 'batch_stats': ...}``.
+      x: float[B, H, W, C] inputs.
+      mode: which kernel (see ``NTKMode``).
+      stats_apply_fn: computes the batch's statistics in ``PER_SAMPLE_BATCH_STATS`` mode, for an
+        ``apply_fn`` that does not return updated statistics (default: ``apply_fn``).
+    """
+    mode = NTKMode(mode)
+    weights, rest = split_weights(variables["params"])
+    batch = x.shape[0]
+    if mode == NTKMode.EXACT:
+        def summed(w):
+            logits, _ = apply_fn({**variables, "params": _merge(w, rest)}, x, True)
+            return logits.sum(axis=1)
+
+        _, vjp = jax.vjp(summed, weights)
+        rows = jax.lax.map(lambda e: vjp(e)[0], jnp.eye(batch, dtype=x.dtype))
+        return _rows_to_matrix(rows)
+    if mode == NTKMode.PER_SAMPLE_RUNNING_STATS:
+        stats = variables["batch_stats"]
+    else:
+        stats = jax.lax.stop_gradient(batch_statistics(stats_apply_fn or apply_fn, variables, x))
+
+    def one(w, xi):
+        logits, _ = apply_fn({"params": _merge(w, rest), "batch_stats": stats}, xi[None], False)
+        return logits.sum()
+
+    rows = jax.vmap(jax.grad(one), in_axes=(None, 0))(weights, x)
+    return _rows_to_matrix(rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class Conditioning:
+    """Condition numbers of a stack of Gram matrices.
+
+    Attributes:
+      condition: float64[...]: lambda_max / lambda_min, ``inf`` where flagged.
+      eig_min, eig_max: float64[...]: the extreme eigenvalues of G (float64).
+      flag: str[...]: '' (fine), 'singular', 'zero' (G = 0: no weight reaches the logits) or
+        'non_finite' (NaN or inf in J).
+    """
+
+    condition: np.ndarray
+    eig_min: np.ndarray
+    eig_max: np.ndarray
+    flag: np.ndarray
+
+
+def condition_numbers(jacobians: np.ndarray | jax.Array) -> Conditioning:
+    """Condition numbers of G = J J^T for J float[..., B, P], computed in float64 on the host."""
+    J = np.asarray(jacobians, np.float64)
+    finite = np.isfinite(J).all(axis=(-2, -1))
+    J = np.where(finite[..., None, None], J, 0.0)
+    gram = J @ np.swapaxes(J, -1, -2)
+    eig = np.linalg.eigvalsh(gram)
+    lo, hi = eig[..., 0], eig[..., -1]
+    flag = np.full(lo.shape, "", dtype=object)
+    flag[lo <= SINGULAR_RTOL * hi] = "singular"
+    flag[hi <= 0] = "zero"
+    flag[~finite] = "non_finite"
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cond = np.where(flag == "", hi / np.where(lo > 0, lo, 1.0), np.inf)
+    lo = np.where(finite, lo, np.nan)
+    hi = np.where(finite, hi, np.nan)
+    return Conditioning(cond, lo, hi, flag.astype(str))

@@ -1,0 +1,220 @@
+"""The proxy engine: NTK kernels against float64 references, exact linear-region counts,
+batched == one at a time, determinism, degenerate cells, compile-once."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cells import network as nw
+from cells import skeleton as sk
+from cells import space
+from micronas_jax.proxies import engine as engine_lib
+from micronas_jax.proxies import linear_regions, ntk
+from tests import numpy_reference
+
+SMALL = sk.Skeleton(C=2, N=1, num_classes=4, resolution=8)
+B = 6
+CELLS = [6111, 0, 11472, 3000]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = nw.NB201Network(SMALL)
+    x = jax.random.normal(jax.random.key(0), (B, 8, 8, 3))
+    variables = jax.jit(functools.partial(model.init, train=False))(jax.random.key(1), x, jnp.ones((6, 5)))
+    return model, variables, x
+
+
+def _apply(model, mask):
+    return lambda v, x, train: model.apply(v, x, mask, train=train, mutable=["batch_stats"])
+
+
+def _reference_jacobian_f64(model, variables, x, mask):
+    """Independent reference: jax.jacrev of the batched forward, everything in float64."""
+    with jax.enable_x64(True):
+        v64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), variables)
+        weights, rest = ntk.split_weights(v64["params"])
+
+        def summed(w):
+            p = ntk._merge(w, rest)
+            out, _ = model.apply({"params": p, "batch_stats": v64["batch_stats"]},
+                                 jnp.asarray(x, jnp.float64), jnp.asarray(mask, jnp.float64),
+                                 train=True, mutable=["batch_stats"])
+            return out.sum(axis=1)
+
+        jac = jax.jacrev(summed)(weights)
+        return np.concatenate([np.asarray(jac[k]).reshape(B, -1) for k in sorted(jac)], axis=1)
+
+
+@pytest.mark.parametrize("index", CELLS[1:3])
+def test_exact_gram_equals_float64_reference(setup, index):
+    model, variables, x = setup
+    mask = jnp.asarray(space.from_index(index).matrix)
+    J = np.asarray(jax.jit(lambda v, x: ntk.jacobian(_apply(model, mask), v, x))(variables, x), np.float64)
+    J_ref = _reference_jacobian_f64(model, variables, x, mask)
+    G, G_ref = J @ J.T, J_ref @ J_ref.T
+    assert np.linalg.norm(G - G_ref) / np.linalg.norm(G_ref) <= 1e-5
+    # Samples interact through BatchNorm: the exact kernel is not the per-sample one.
+    J_ps = np.asarray(ntk.jacobian(_apply(model, mask), variables, x, ntk.NTKMode.PER_SAMPLE_BATCH_STATS))
+    assert np.linalg.norm(J_ps @ J_ps.T - G_ref) / np.linalg.norm(G_ref) > 1e-3
+
+
+def test_per_sample_running_stats_equals_per_sample_gradients(setup):
+    model, variables, x = setup
+    mask = jnp.asarray(space.from_index(6111).matrix)
+    J = np.asarray(ntk.jacobian(_apply(model, mask), variables, x, ntk.NTKMode.PER_SAMPLE_RUNNING_STATS))
+    weights, rest = ntk.split_weights(variables["params"])
+    for i in range(B):
+        def one(w, i=i):
+            out = model.apply({"params": ntk._merge(w, rest), "batch_stats": variables["batch_stats"]},
+                              x[i:i + 1], mask, train=False)
+            return out.sum()
+        g = jax.grad(one)(weights)
+        row = np.concatenate([np.asarray(g[k]).ravel() for k in sorted(g)])
+        np.testing.assert_allclose(J[i], row, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_statistics_are_the_batch_mean_and_variance(setup):
+    model, variables, x = setup
+    mask = jnp.asarray(space.from_index(6111).matrix)
+    stats = ntk.batch_statistics(_apply(model, mask), variables, x)
+    # The stem's BN sees the stem conv's output: its batch mean and biased variance.
+    kernel = variables["params"]["stem"]["conv"]["kernel"]
+    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(stats["stem"]["bn"]["mean"], y.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(stats["stem"]["bn"]["var"], y.var(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
+    # Per-sample rows with those statistics frozen: one sample at a time in eval mode.
+    J = np.asarray(ntk.jacobian(_apply(model, mask), variables, x, ntk.NTKMode.PER_SAMPLE_BATCH_STATS))
+    weights, rest = ntk.split_weights(variables["params"])
+    out = lambda w: model.apply({"params": ntk._merge(w, rest), "batch_stats": stats},  # noqa: E731
+                                x[2:3], mask, train=False).sum()
+    g = jax.grad(out)(weights)
+    np.testing.assert_allclose(J[2], np.concatenate([np.asarray(g[k]).ravel() for k in sorted(g)]),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_condition_numbers_flags():
+    rng = np.random.default_rng(0)
+    J = rng.normal(size=(4, 5, 40))
+    J[1] = 0.0  # no gradient at all
+    J[2, 4] = J[2, 3]  # two identical rows: singular
+    J[3, 0, 0] = np.nan
+    c = ntk.condition_numbers(J)
+    eig = np.linalg.eigvalsh(J[0] @ J[0].T)
+    assert c.condition[0] == pytest.approx(eig[-1] / eig[0], rel=1e-12) and c.flag[0] == ""
+    assert c.flag.tolist() == ["", "zero", "singular", "non_finite"]
+    assert np.isinf(c.condition[1:]).all() and not np.isnan(c.condition).any()
+
+
+def _small_engine(**kwargs):
+    config = engine_lib.ProxyConfig(C=2, N=1, batch_size=8, lr_batch=64, lr_batches=2, **kwargs)
+    return engine_lib.ProxyEngine(config)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return _small_engine()
+
+
+def test_switched_cells_equal_one_hot_masks_and_compile_once(engine):
+    keys = engine_lib.seed_keys(0, 2)
+    by_cell = engine.ntk_cells(CELLS, keys)
+    by_mask = engine.ntk_masks(np.stack([space.from_index(i).matrix for i in CELLS]), keys)
+    np.testing.assert_allclose(by_cell.condition, by_mask.condition, rtol=1e-4)
+    assert by_cell.condition.shape == (len(CELLS), 2)
+    engine.ntk_cells([1, 2, 3], keys)
+    assert engine.traces["ntk_cell"] == 1 and engine.traces["ntk_mask"] == 1 and engine.traces["draw"] == 1
+
+
+def test_batched_regions_equal_one_at_a_time(engine):
+    keys = engine_lib.seed_keys(1, 1)
+    masks = np.stack([space.from_index(i).matrix for i in CELLS])
+    partial = np.ones((6, 5), np.float32)
+    partial[:, 0] = 0
+    masks = np.concatenate([masks, partial[None]])
+    batched = engine.regions_masks(masks, keys)
+    single = np.concatenate([engine.regions_masks(m[None], keys) for m in masks])
+    np.testing.assert_array_equal(batched, single)
+
+
+def test_region_count_equals_bruteforce_numpy():
+    thin = linear_regions.thin_skeleton(C=1, input_size=3)
+    model = nw.NB201Network(thin)
+    x = jax.random.normal(jax.random.key(3), (200, 3, 3, 1))
+    for index in CELLS:
+        cell = space.from_index(index)
+        mask = jnp.asarray(cell.matrix)
+        v = model.init(jax.random.key(index), x, jnp.ones((6, 5)), train=False)
+        apply = lambda v, x, m: model.apply(v, x, m, train=True, mutable=["batch_stats", "intermediates"])  # noqa: E731
+        got = int(linear_regions.count_regions(apply, v, x[None], mask))
+        patterns = numpy_reference.thin_patterns(v, np.asarray(x), cell.ops)
+        assert got == len(np.unique(patterns, axis=0)), str(cell)
+        # Bit for bit (the standalone network sows only its own ReLUs; the masked supernet's
+        # masked-out ones are constant zero columns, which leave the count unchanged).
+        standalone = nw.NB201Network(thin, cell=cell)
+        _, state = standalone.apply(nw.select_params(v, cell), x, train=True,
+                                    mutable=["batch_stats", "intermediates"])
+        np.testing.assert_array_equal(linear_regions.activation_patterns(state["intermediates"], mask), patterns)
+
+
+def test_unique_row_counting():
+    rng = np.random.default_rng(0)
+    bits = rng.random((500, 70)) < 0.5
+    bits[250:] = bits[:250]  # every row twice
+    words = linear_regions.pack_bits(jnp.asarray(bits))
+    assert words.shape == (500, 3) and words.dtype == jnp.uint32
+    assert int(linear_regions.count_unique_rows(words)) == len(np.unique(bits, axis=0))
+
+
+def test_same_seed_same_score_other_seed_other_score(engine):
+    a = engine.score_cells([6111, 0], engine_lib.seed_keys(7, 1))
+    b = engine.score_cells([6111, 0], engine_lib.seed_keys(7, 1))
+    c = engine.score_cells([6111, 0], engine_lib.seed_keys(8, 1))
+    np.testing.assert_array_equal(a["ntk"], b["ntk"])
+    np.testing.assert_array_equal(a["regions"], b["regions"])
+    assert not np.array_equal(a["ntk"], c["ntk"])
+
+
+def test_degenerate_cells_are_flagged_not_nan(engine):
+    no_path = "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|nor_conv_3x3~2|"  # node 2 gets nothing
+    empty = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+    scores = engine.score_cells([no_path, empty], engine_lib.seed_keys(0, 2))
+    assert (scores["ntk_flag"] == "zero").all() and np.isinf(scores["ntk"]).all()
+    assert not np.isnan(scores["ntk"]).any()
+    assert (scores["regions"] >= 1).all()
+
+
+def test_score_round_shares_the_base(engine):
+    base = np.ones((6, 5), np.float32)
+    base[:, 0] = 0
+    candidates = []
+    for e, o in [(0, 1), (2, 3), (5, 4)]:
+        c = base.copy()
+        c[e, o] = 0
+        candidates.append(c)
+    keys = engine_lib.seed_keys(0, 2)
+    r = engine.score_round(base, np.stack(candidates), keys)
+    assert r["ntk"].shape == (4, 2) and r["regions"].shape == (4, 2)
+    alone = engine.ntk_masks(np.stack([base, *candidates]), keys)
+    np.testing.assert_allclose(r["ntk"], alone.condition, rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["per_sample_running_stats", "per_sample_batch_stats"])
+def test_other_modes_run_and_differ(mode):
+    engine = _small_engine(ntk_mode=mode)
+    keys = engine_lib.seed_keys(0, 1)
+    r = engine.ntk_cells([6111, 11472], keys)
+    assert np.isfinite(r.condition).all() and (r.flag == "").all()
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="unknown init 'xavier'"):
+        engine_lib.ProxyConfig(init="xavier")
+    with pytest.raises(ValueError, match="'exactish' is not a valid NTKMode"):
+        engine_lib.ProxyConfig(ntk_mode="exactish")
+    with pytest.raises(ValueError, match=r"masks must have shape \(K, 6, 5\)"):
+        engine_lib._check_masks(np.ones((6, 5)))
