@@ -12,6 +12,10 @@ one-hot mask the supernet computes the standalone network's function.
 
 Shapes: inputs float[B, H, W, C_in] (NHWC); outputs float[B, num_classes] logits.
 Modules hold no search logic: they take a mask and inputs, nothing else.
+
+``init`` also returns a ``perturbations`` collection (zeros shaped like each convolution's output
+for the init batch), which the structured NTK (``micronas_jax.proxies.ntk``) differentiates.
+Drop it, or init with ``mutable=['params', 'batch_stats']``, when applying to other batch sizes.
 """
 
 from __future__ import annotations
@@ -79,8 +83,7 @@ class ResidualReduction(nn.Module):
         y = ops_lib.ReLUConvBN(self.features, 3, 2, self.kernel_init, name="conv_a")(x, train=train)
         y = ops_lib.ReLUConvBN(self.features, 3, 1, self.kernel_init, name="conv_b")(y, train=train)
         r = nn.avg_pool(x, (2, 2), strides=(2, 2))
-        r = nn.Conv(self.features, (1, 1), use_bias=False, kernel_init=self.kernel_init,
-                    name="downsample_conv")(r)
+        r = ops_lib.Conv(self.features, 1, kernel_init=self.kernel_init, name="downsample_conv")(r)
         return r + y
 
 
@@ -90,8 +93,7 @@ class Stem(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        x = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                    kernel_init=self.kernel_init, name="conv")(x)
+        x = ops_lib.Conv(self.features, 3, kernel_init=self.kernel_init, name="conv")(x)
         return ops_lib.batch_norm(train, name="bn")(x)
 
 
@@ -159,7 +161,7 @@ class NB201Network(nn.Module):
 
 
 def switched_apply(skeleton: sk.Skeleton, variables: Any, x: jax.Array, op_indices: jax.Array, *,
-                   train: bool) -> jax.Array:
+                   train: bool) -> tuple[jax.Array, Any]:
     """The standalone network of the cell ``op_indices`` (int[6], ``space.OPS`` indices), run with
     the masked supernet's variables.
 
@@ -171,19 +173,23 @@ def switched_apply(skeleton: sk.Skeleton, variables: Any, x: jax.Array, op_indic
 
     Args:
       skeleton: the network's shape.
-      variables: the masked supernet's variables (``params`` and ``batch_stats``).
+      variables: the masked supernet's variables (``params``, ``batch_stats``, and optionally
+        ``perturbations``, added to each convolution's output).
       x: float[B, H, W, C_in] inputs.
       op_indices: int[6] operator index per edge.
       train: BatchNorm with batch statistics (True) or running ones (False).
 
     Returns:
-      float[B, num_classes] logits.
+      (float[B, num_classes] logits, intermediates): the second holds every convolution's input
+      under the masked supernet's module paths (``.../conv/conv_in``), for the structured NTK.
     """
-    params, stats = variables["params"], variables["batch_stats"]
+    inter: dict[str, Any] = {}
 
     def run(module, name, h):
-        sub = {"params": params[name], "batch_stats": stats.get(name, {})}
-        return module.apply(sub, h, train=train, mutable=["batch_stats"])[0]
+        out, state = module.apply(_subtree(variables, name), h, train=train,
+                                  mutable=["batch_stats", "intermediates"])
+        inter[name] = state.get("intermediates", {})
+        return out
 
     for unit in skeleton.units:
         if unit.kind == "stem":
@@ -193,15 +199,22 @@ def switched_apply(skeleton: sk.Skeleton, variables: Any, x: jax.Array, op_indic
         elif unit.kind == "head":
             x = run(Head(unit.cout), unit.name, x)
         else:
-            cell_vars = {"params": params[unit.name], "batch_stats": stats.get(unit.name, {})}
-            x = _switched_cell(cell_vars, x, op_indices, train)
-    return x
+            x, inter[unit.name] = _switched_cell(_subtree(variables, unit.name), x, op_indices, train)
+    return x, inter
+
+
+def _subtree(variables: Any, name: str) -> dict[str, Any]:
+    """Each collection's entry for submodule ``name``; absent collections stay absent (Flax
+    rejects an empty ``perturbations``)."""
+    return {c: tree[name] for c, tree in variables.items() if name in tree}
 
 
 def _switched_cell(cell_vars, x, op_indices, train):
+    inter = {}
+
     def conv(edge, k, h):
         name = sk.edge_module_name(edge, f"nor_conv_{k}x{k}")
-        sub = {"params": cell_vars["params"][name], "batch_stats": cell_vars["batch_stats"][name]}
+        sub = _subtree(cell_vars, name)
         return ops_lib.ReLUConvBN(h.shape[-1], k).apply(sub, h, train=train, mutable=["batch_stats"])[0]
 
     nodes = [x]
@@ -209,12 +222,15 @@ def _switched_cell(cell_vars, x, op_indices, train):
         total = None
         for src in range(node):
             edge = space.EDGES.index((src, node))
+            for k in (1, 3):  # both conv operators read relu(node src), whichever runs
+                name = sk.edge_module_name(edge, f"nor_conv_{k}x{k}")
+                inter[name] = {"conv": {"conv_in": (jax.nn.relu(nodes[src]),)}}
             branches = [jnp.zeros_like, lambda h: h, functools.partial(conv, edge, 1),
                         functools.partial(conv, edge, 3), ops_lib.avg_pool_3x3]  # space.OPS order
             y = jax.lax.switch(op_indices[edge], branches, nodes[src])
             total = y if total is None else total + y
         nodes.append(total)
-    return nodes[-1]
+    return nodes[-1], inter
 
 
 def select_params(supernet_variables: Any, cell: space.ArchLike) -> Any:

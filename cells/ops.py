@@ -27,6 +27,27 @@ BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
 
+class Conv(nn.Module):
+    """``nn.Conv`` without bias, padding (k-1)/2, that also exposes what a structured NTK needs:
+    it sows its input (``intermediates/conv_in``) and adds a zero ``perturbations/out`` to its
+    output, whose gradient is the output's cotangent. Both are inert unless asked for."""
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    kernel_init: Initializer = kaiming_normal
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, pad = self.kernel_size, (self.kernel_size - 1) // 2
+        kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), jnp.float32)
+        self.sow("intermediates", "conv_in", x)
+        y = jax.lax.conv_general_dilated(
+            x, kernel.astype(x.dtype), (self.stride, self.stride), ((pad, pad), (pad, pad)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))  # explicit padding: 'SAME' pads (0, 1) at stride 2
+        return self.perturb("out", y)
+
+
 def batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
     return nn.BatchNorm(
         use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name
@@ -43,18 +64,9 @@ class ReLUConvBN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        pad = (self.kernel_size - 1) // 2
         x = nn.relu(x)
         self.sow("intermediates", "relu", x)  # read by linear-region counting
-        x = nn.Conv(
-            self.features,
-            (self.kernel_size, self.kernel_size),
-            strides=self.stride,
-            padding=((pad, pad), (pad, pad)),  # explicit: 'SAME' pads (0, 1) at stride 2
-            use_bias=False,
-            kernel_init=self.kernel_init,
-            name="conv",
-        )(x)
+        x = Conv(self.features, self.kernel_size, self.stride, self.kernel_init, name="conv")(x)
         return batch_norm(train, name="bn")(x)
 
 

@@ -30,7 +30,7 @@ def _perturb(variables, key):
 def supernet():
     model = nw.NB201Network(SMALL)
     x = jax.random.normal(jax.random.key(0), (BATCH, 8, 8, 3))
-    init = jax.jit(functools.partial(model.init, train=False))
+    init = jax.jit(functools.partial(model.init, train=False, mutable=["params", "batch_stats"]))
     variables = _perturb(init(jax.random.key(1), x, jnp.ones((6, 5))), jax.random.key(2))
 
     @functools.partial(jax.jit, static_argnames="train")
@@ -61,7 +61,8 @@ def test_standalone_parameters_are_the_supernets_subset(supernet):
     _, variables, x, _ = supernet
     for cell in _random_cells(3, seed=5):
         own = jax.eval_shape(
-            functools.partial(nw.NB201Network(SMALL, cell=cell).init, train=False),
+            functools.partial(nw.NB201Network(SMALL, cell=cell).init, train=False,
+                              mutable=["params", "batch_stats"]),
             jax.random.key(0), x)
         selected = nw.select_params(variables, cell)
         assert jax.tree_util.tree_structure(own) == jax.tree_util.tree_structure(selected)
@@ -160,3 +161,16 @@ def test_stemless_thin_network_runs():
     assert "stem" not in variables["params"]
     out, _ = model.apply(variables, x, jnp.ones((6, 5)), train=True, mutable=["batch_stats"])
     assert out.shape == (2, 1)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_switched_apply_equals_the_masked_supernet(supernet, train):
+    _, variables, x, apply = supernet
+    run = jax.jit(lambda v, x, idx: nw.switched_apply(SMALL, v, x, idx, train=train))
+    for cell in _random_cells(5, seed=21):
+        got, inter = run(variables, x, jnp.asarray(cell.op_indices))
+        want = apply(variables, x, jnp.asarray(cell.matrix), train)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=str(cell))
+        # Every convolution's input is exposed, under the supernet's module paths.
+        assert inter["stem"]["conv"]["conv_in"][0].shape == x.shape
+        assert "conv_in" in inter["cells_0"]["edge_0_1_nor_conv_3x3"]["conv"]

@@ -29,13 +29,17 @@ def setup():
 
 
 def _apply(model, mask):
-    return lambda v, x, train: model.apply(v, x, mask, train=train, mutable=["batch_stats"])
+    return lambda v, x, train: model.apply(v, x, mask, train=train, mutable=["batch_stats", "intermediates"])
+
+
+def _without_perturbations(variables):
+    return {k: v for k, v in variables.items() if k != "perturbations"}
 
 
 def _reference_jacobian_f64(model, variables, x, mask):
     """Independent reference: jax.jacrev of the batched forward, everything in float64."""
     with jax.enable_x64(True):
-        v64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), variables)
+        v64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), _without_perturbations(variables))
         weights, rest = ntk.split_weights(v64["params"])
 
         def summed(w):
@@ -49,12 +53,17 @@ def _reference_jacobian_f64(model, variables, x, mask):
         return np.concatenate([np.asarray(jac[k]).reshape(B, -1) for k in sorted(jac)], axis=1)
 
 
+@pytest.mark.parametrize("structured", [True, False])
 @pytest.mark.parametrize("index", CELLS[1:3])
-def test_exact_gram_equals_float64_reference(setup, index):
+def test_exact_gram_equals_float64_reference(setup, index, structured):
+    # structured: all rows in one vmapped backward pass through conv-output perturbations;
+    # otherwise one backward pass per row.
     model, variables, x = setup
+    if not structured:
+        variables = _without_perturbations(variables)
     mask = jnp.asarray(space.from_index(index).matrix)
     J = np.asarray(jax.jit(lambda v, x: ntk.jacobian(_apply(model, mask), v, x))(variables, x), np.float64)
-    J_ref = _reference_jacobian_f64(model, variables, x, mask)
+    J_ref = _reference_jacobian_f64(model, _without_perturbations(variables), x, mask)
     G, G_ref = J @ J.T, J_ref @ J_ref.T
     assert np.linalg.norm(G - G_ref) / np.linalg.norm(G_ref) <= 1e-5
     # Samples interact through BatchNorm: the exact kernel is not the per-sample one.

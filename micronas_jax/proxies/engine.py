@@ -147,15 +147,18 @@ class ProxyEngine:
             self._traced("draw")
             k1, k2, k3, k4 = jax.random.split(key, 4)
             v_ntk = self.ntk_net.init(k1, x_ntk, ones, train=False)
-            v_lr = self.lr_net.init(k3, x_lr, ones, train=False)
+            v_lr = self.lr_net.init(k3, x_lr, ones, train=False, mutable=["params", "batch_stats"])
             return v_ntk, k2, v_lr, k4
 
         def masked_apply(mask):
             return lambda v, x, train: self.ntk_net.apply(v, x, prep(mask), train=train,
-                                                          mutable=["batch_stats"])
+                                                          mutable=["batch_stats", "intermediates"])
 
         def switched(idx):  # returns the statistics unchanged: see jac_cell
-            return lambda v, x, train: (nw.switched_apply(s_ntk, v, x, idx, train=train), v)
+            def apply(v, x, train):
+                logits, inter = nw.switched_apply(s_ntk, v, x, idx, train=train)
+                return logits, {"batch_stats": v["batch_stats"], "intermediates": inter}
+            return apply
 
         @jax.jit
         def jac_mask(v, x, mask):

@@ -45,7 +45,7 @@ def activation_patterns(intermediates: Any, mask: jax.Array) -> jax.Array:
     """bool[n, bits]: the sign of every sown ReLU output, ReLUs of masked-out ops zeroed."""
     flat = traverse_util.flatten_dict(intermediates)
     columns = []
-    for path in sorted(flat):
+    for path in sorted(p for p in flat if p[-1] == "relu"):  # not the convolutions' inputs
         (value,) = flat[path]
         bits = value.reshape(value.shape[0], -1) > 0
         edge_op = _edge_of(path)

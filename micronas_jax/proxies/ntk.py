@@ -98,6 +98,9 @@ def jacobian(apply_fn: ApplyFn, variables: Any, x: jax.Array,
         ``apply_fn`` that does not return updated statistics (default: ``apply_fn``).
     """
     mode = NTKMode(mode)
+    if mode == NTKMode.EXACT and "perturbations" in variables:
+        return _exact_structured(apply_fn, variables, x)
+    variables = {k: v for k, v in variables.items() if k != "perturbations"}  # batch-shaped zeros
     weights, rest = split_weights(variables["params"])
     batch = x.shape[0]
     if mode == NTKMode.EXACT:
@@ -119,6 +122,46 @@ def jacobian(apply_fn: ApplyFn, variables: Any, x: jax.Array,
 
     rows = jax.vmap(jax.grad(one), in_axes=(None, 0))(weights, x)
     return _rows_to_matrix(rows)
+
+
+def _exact_structured(apply_fn: ApplyFn, variables: Any, x: jax.Array) -> jax.Array:
+    """The exact (batch-coupled) Jacobian, all B rows in one vmapped backward pass.
+
+    Vmapping a backward pass over B cotangents makes every convolution's weight gradient a
+    grouped convolution, slow on CPU. So the batched backward pass runs the data path only, with
+    respect to a zero perturbation on each convolution's output (its gradient is the output
+    cotangent delta), the BatchNorm scales and the classifier; each kernel's rows are then one
+    contraction of the convolution's input patches with delta. Needs ``variables['perturbations']``
+    and ``apply_fn`` returning ``intermediates`` with each convolution's ``conv_in``; padding
+    (k - 1) / 2 as ``cells.ops.Conv``. Columns within a kernel come in patch order, not the
+    kernel's: J J^T is the same.
+    """
+    flat = traverse_util.flatten_dict(variables["params"])
+    kernels = {k: v for k, v in flat.items() if k[-1] == "kernel" and v.ndim == 4}
+    others = {k: v for k, v in flat.items() if is_weight(k) and k not in kernels}
+    rest = {k: v for k, v in flat.items() if not is_weight(k)}
+    batch = x.shape[0]
+
+    def summed(others, perts):
+        params = traverse_util.unflatten_dict({**kernels, **others, **rest})
+        logits, state = apply_fn({**variables, "params": params, "perturbations": perts}, x, True)
+        return logits.sum(axis=1), state["intermediates"]
+
+    _, vjp, inter = jax.vjp(summed, others, variables["perturbations"], has_aux=True)
+    g_others, g_perts = jax.vmap(vjp)(jnp.eye(batch, dtype=x.dtype))
+    cols = [g_others[k].reshape(batch, -1) for k in sorted(g_others)]
+    inputs = traverse_util.flatten_dict(inter)
+    deltas = traverse_util.flatten_dict(g_perts)
+    for path in sorted(kernels):
+        (x_in,) = inputs[(*path[:-1], "conv_in")]
+        delta = deltas[(*path[:-1], "out")]  # [rows, B, H', W', C_out]
+        k = kernels[path].shape[0]
+        stride, pad = x_in.shape[1] // delta.shape[2], (k - 1) // 2
+        patches = jax.lax.conv_general_dilated_patches(
+            x_in, (k, k), (stride, stride), ((pad, pad), (pad, pad)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        cols.append(jnp.einsum("bhwp,rbhwc->rpc", patches, delta).reshape(batch, -1))
+    return jnp.concatenate(cols, axis=1)
 
 
 @dataclasses.dataclass(frozen=True)
