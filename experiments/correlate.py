@@ -1,0 +1,64 @@
+"""Rank correlation of the proxies (NTK, linear regions, their rank sum, FLOPs) with NB201 accuracy.
+
+    python experiments/correlate.py --sample=1000 --cache=/tmp/scores.jsonl --json_out=/tmp/corr.json \
+        --plot_out=/tmp/corr.png          # --sample=0: all 15,625 cells; rerun to resume
+"""
+
+import json
+
+from absl import app, flags
+
+from cells import space
+from micronas_jax import correlate, inputs
+from micronas_jax.proxies import engine as engine_lib
+
+_ARCH = flags.DEFINE_string("arch", "6111", "Report this cell's scores and rank among the sample.")
+_SAMPLE = flags.DEFINE_integer("sample", 1000, "Cells to score (seeded sample); 0 = all 15,625.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seeds the sample and the proxies' initialisations and batches.")
+_REPEATS = flags.DEFINE_integer("repeats", 1, "Seeds per cell (scores averaged).")
+_DATASET = flags.DEFINE_enum("dataset", "cifar10", list(inputs.RESOLUTION), "Input shape and data.")
+_DATA_PATH = flags.DEFINE_string("data_path", None, "Local dataset folder; default: synthetic inputs.")
+_NTK_MODE = flags.DEFINE_enum("ntk_mode", "exact", [m.value for m in engine_lib.ntk.NTKMode], "NTK kernel.")
+_BATCH = flags.DEFINE_integer("batch_size", 32, "NTK batch size.")
+_INIT = flags.DEFINE_enum("init", "kaiming_normal", list(engine_lib.INITS), "Initialisation.")
+_CACHE = flags.DEFINE_string("cache", "scores.jsonl", "Scores cache (JSONL); reruns resume from it.")
+_JSON_OUT = flags.DEFINE_string("json_out", None, "Write correlations as JSON here.")
+_PLOT_OUT = flags.DEFINE_string("plot_out", None, "Write a PNG rank plot here.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        cell = space.as_cell(_ARCH.value)
+    except space.CellError as err:
+        raise app.UsageError(f"--arch: {err}") from None
+    config = engine_lib.ProxyConfig(dataset=_DATASET.value, ntk_mode=_NTK_MODE.value,
+                                    batch_size=_BATCH.value, init=_INIT.value)
+    engine = engine_lib.ProxyEngine(config, inputs.load_images(_DATASET.value, _DATA_PATH.value))
+    sample = correlate.sample_indices(_SAMPLE.value, _SEED.value).tolist()
+    indices = sample if cell.index in sample else [cell.index, *sample]
+    scores = correlate.score_space(engine, indices, _REPEATS.value, _SEED.value, _CACHE.value)
+    result = {"cells": len(indices), "repeats": _REPEATS.value, "inputs": engine.source.describe(),
+              "fingerprint": correlate.fingerprint(config, engine.source.describe(), _SEED.value),
+              "seconds_per_cell": float(scores["seconds"].mean()),
+              "correlations": correlate.correlations(scores)}
+    k = indices.index(cell.index)
+    result["arch"] = {"cell": cell.to_string(), "index": cell.index, "ntk": float(scores["ntk"][k].mean()),
+                      "regions": float(scores["regions"][k].mean())}
+    print(f"{len(indices)} cells, {result['inputs']}, NTK {config.ntk_mode.value}, "
+          f"{result['seconds_per_cell']:.3f} s per cell (both proxies)")
+    print(f"{'proxy':<14}" + "".join(f"{d:>20}" for d in result["correlations"]))
+    for proxy in next(iter(result["correlations"].values())):
+        print(f"{proxy:<14}" + "".join(f"{c[proxy]['kendall_tau']:>12.3f} tau" + " " * 4
+                                       for c in result["correlations"].values()))
+    print(f"#{cell.index}: NTK condition {result['arch']['ntk']:.2f}, {result['arch']['regions']:.0f} regions")
+    if _JSON_OUT.value:
+        with open(_JSON_OUT.value, "w") as f:
+            json.dump(result, f, indent=2)
+    if _PLOT_OUT.value:
+        correlate.plot(scores, _PLOT_OUT.value, title=f"{len(indices)} NB201 cells, {result['inputs']}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,165 @@
+"""How well the proxies rank NB201 cells: scores over the space (resumable) and rank correlations.
+
+Scores go to a JSONL cache, one line per (cell, seed), after each chunk of cells, so a killed run
+resumes where it stopped; the first line fingerprints the configuration and a cache made under
+another one is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from absl import logging
+from scipy import stats
+from tqdm import tqdm
+
+from cells import skeleton as sk
+from cells import space
+from micronas_jax import benchmark
+from micronas_jax.hardware import flops
+from micronas_jax.proxies import engine as engine_lib
+
+CHUNK = 16  # cells per engine call: the linear-region count is vmapped over a fixed chunk
+
+
+def sample_indices(n: int | None, seed: int) -> np.ndarray:
+    """``n`` distinct NB201 indices drawn with ``seed``; all 15,625 when n is None or 0. In random
+    order either way, so the cells a stopped run has scored are a uniform sample."""
+    order = np.random.default_rng(seed).permutation(space.NUM_CELLS)
+    return order if not n else order[:n]
+
+
+def fingerprint(config: engine_lib.ProxyConfig, source: str, seed: int) -> dict[str, Any]:
+    d = dataclasses.asdict(config)
+    d["ntk_mode"] = config.ntk_mode.value
+    return {"config": d, "inputs": source, "seed": seed}
+
+
+def _read_cache(path: str, header: dict[str, Any]) -> dict[tuple[int, int], dict[str, Any]]:
+    done: dict[tuple[int, int], dict[str, Any]] = {}
+    if not os.path.exists(path):
+        return done
+    with open(path) as f:
+        lines = f.read().splitlines()
+    if not lines:
+        return done
+    try:
+        first = json.loads(lines[0])
+    except json.JSONDecodeError as err:
+        raise ValueError(f"scores cache {path} is corrupt at line 1: {err}") from None
+    if first.get("header") != header:
+        raise ValueError(f"scores cache {path} was made with another configuration: {first.get('header')} "
+                         f"(now {header}); use another --cache path")
+    for n, line in enumerate(lines[1:], start=2):
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):  # a line cut short by a kill: recompute it
+                logging.warning("scores cache %s: ignoring a truncated last line", path)
+                continue
+            raise ValueError(f"scores cache {path} is corrupt at line {n}") from None
+        done[(r["index"], r["seed"])] = r
+    return done
+
+
+def score_space(engine: engine_lib.ProxyEngine, indices: Sequence[int], repeats: int, seed: int,
+                cache_path: str, *, progress: bool = True) -> dict[str, np.ndarray]:
+    """NTK condition numbers and region counts of ``indices`` x ``repeats`` seeds, cached.
+
+    Returns:
+      'index' int[n]; 'ntk' float64[n, repeats] (inf where flagged); 'ntk_flag' str[n, repeats];
+      'regions' int64[n, repeats]; 'seconds' float64[n] (engine wall time per cell, both proxies).
+    """
+    header = fingerprint(engine.config, engine.source.describe(), seed)
+    done = _read_cache(cache_path, header)
+    if not os.path.exists(cache_path) or os.path.getsize(cache_path) == 0:
+        with open(cache_path, "w") as f:
+            f.write(json.dumps({"header": header}) + "\n")
+    keys = engine_lib.seed_keys(seed, repeats)
+    todo = [int(i) for i in indices if any((int(i), r) not in done for r in range(repeats))]
+    logging.info("%d of %d cells cached; scoring %d", len(indices) - len(todo), len(indices), len(todo))
+    with tqdm(total=len(todo), disable=not progress, desc="scoring cells", unit="cell") as bar:
+        for start in range(0, len(todo), CHUNK):
+            chunk = todo[start:start + CHUNK]
+            padded = chunk + [chunk[-1]] * (CHUNK - len(chunk))  # one compiled shape
+            t0 = time.perf_counter()
+            cond = engine.ntk_cells(chunk, keys)
+            regions = engine.regions_masks(np.stack([space.from_index(i).matrix for i in padded]), keys)
+            seconds = (time.perf_counter() - t0) / len(chunk)
+            with open(cache_path, "a") as f:
+                for k, index in enumerate(chunk):
+                    for r in range(repeats):
+                        rec = {"index": index, "seed": r, "ntk": _num(cond.condition[k, r]),
+                               "flag": str(cond.flag[k, r]), "regions": int(regions[k, r]), "seconds": seconds}
+                        done[(index, r)] = rec
+                        f.write(json.dumps(rec) + "\n")
+            bar.update(len(chunk))
+    idx = np.asarray(indices, np.int64)
+    get = lambda field: [[done[(int(i), r)][field] for r in range(repeats)] for i in idx]  # noqa: E731
+    return {"index": idx, "ntk": np.array(get("ntk"), np.float64), "ntk_flag": np.array(get("flag")),
+            "regions": np.array(get("regions"), np.int64),
+            "seconds": np.array([done[(int(i), 0)]["seconds"] for i in idx])}
+
+
+def _num(x: float) -> float | str:
+    return x if math.isfinite(x) else "inf"
+
+
+def proxy_scores(scores: dict[str, np.ndarray], dataset: str = "cifar10") -> dict[str, np.ndarray]:
+    """Higher-is-better scores per proxy, averaged over seeds, for the scored cells.
+
+    'ntk': -log(condition number) (a flagged, infinite condition ranks last); 'regions': the count;
+    'ntk+regions': minus the sum of the two ranks (TE-NAS's combination); 'flops': NB201 FLOPs of
+    the dataset's network.
+    """
+    ntk = -np.log(np.asarray(scores["ntk"], np.float64)).mean(axis=1)  # -inf where infinite
+    regions = np.asarray(scores["regions"], np.float64).mean(axis=1)
+    rank_sum = stats.rankdata(-ntk) + stats.rankdata(-regions)  # rank 1 = best
+    f = flops.cost_table(sk.Skeleton.for_dataset(dataset)).flops(space.all_matrices()[scores["index"]])
+    return {"ntk": ntk, "regions": regions, "ntk+regions": -rank_sum, "flops": f.astype(np.float64)}
+
+
+def correlations(scores: dict[str, np.ndarray], datasets: Sequence[str] = benchmark.DATASETS) -> dict[str, Any]:
+    """Kendall tau and Spearman rho of each proxy against each dataset's NB201 test accuracy."""
+    bench = benchmark.BuiltinBenchmark()
+    out: dict[str, Any] = {}
+    for dataset in datasets:
+        acc = bench.test_accuracies(dataset)[scores["index"]]
+        per = {}
+        for name, s in proxy_scores(scores, dataset).items():
+            s = np.where(np.isfinite(s), s, np.nanmin(s[np.isfinite(s)]) - 1.0)  # infinite: last
+            per[name] = {"kendall_tau": float(stats.kendalltau(s, acc).statistic),
+                         "spearman_rho": float(stats.spearmanr(s, acc).statistic)}
+        out[dataset] = per
+    return out
+
+
+def plot(scores: dict[str, np.ndarray], path: str, dataset: str = "cifar10", title: str = "") -> None:
+    """Rank of each proxy against accuracy rank, one panel per proxy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = benchmark.BuiltinBenchmark().test_accuracies(dataset)[scores["index"]]
+    proxies = proxy_scores(scores, dataset)
+    fig, axes = plt.subplots(1, len(proxies), figsize=(4 * len(proxies), 3.8), dpi=110)
+    acc_rank = stats.rankdata(acc) / len(acc)
+    for ax, (name, s) in zip(axes, proxies.items(), strict=True):
+        s = np.where(np.isfinite(s), s, np.nanmin(s[np.isfinite(s)]) - 1.0)
+        tau = stats.kendalltau(s, acc).statistic
+        ax.scatter(stats.rankdata(s) / len(s), acc_rank, s=3, alpha=0.4, lw=0)
+        ax.set_title(f"{name}: Kendall tau {tau:.3f}", fontsize=9)
+        ax.set_xlabel(f"{name} rank (1 = best)")
+        ax.set_ylabel(f"{dataset} accuracy rank")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,93 @@
+"""Correlation study: resumable scoring, correlations, and the correlate / bench_proxies launchers."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from micronas_jax import benchmark, correlate
+from micronas_jax.proxies import engine as engine_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return engine_lib.ProxyEngine(engine_lib.ProxyConfig(C=2, batch_size=4, lr_batch=50, lr_batches=2))
+
+
+def test_resume_after_a_kill_loses_nothing(engine, tmp_path, monkeypatch):
+    monkeypatch.setattr(correlate, "CHUNK", 2)
+    cache = str(tmp_path / "scores.jsonl")
+    indices = correlate.sample_indices(5, seed=3)
+    first = correlate.score_space(engine, indices[:3], 1, 0, cache, progress=False)
+    with open(cache) as f:
+        lines = f.read().splitlines()
+    assert len(lines) == 1 + 3  # header + one line per (cell, seed)
+    # A kill in the middle of a write leaves a truncated last line.
+    with open(cache, "w") as f:
+        f.write("\n".join(lines[:-1]) + "\n" + lines[-1][:10])
+    calls = []
+    original = engine.ntk_cells
+    monkeypatch.setattr(engine, "ntk_cells", lambda cells, keys: calls.append(list(cells)) or original(cells, keys))
+    again = correlate.score_space(engine, indices, 1, 0, cache, progress=False)
+    scored = [c for call in calls for c in call]
+    assert sorted(scored) == sorted([int(indices[2]), *map(int, indices[3:])])  # only the lost and new
+    np.testing.assert_array_equal(again["ntk"][:2], first["ntk"][:2])
+    np.testing.assert_array_equal(again["index"], indices)
+
+
+def test_cache_of_another_configuration_is_refused(engine, tmp_path):
+    cache = tmp_path / "scores.jsonl"
+    cache.write_text(json.dumps({"header": {"config": {"C": 99}}}) + "\n")
+    with pytest.raises(ValueError, match="made with another configuration"):
+        correlate.score_space(engine, [0], 1, 0, str(cache), progress=False)
+    cache.write_text(json.dumps({"header": correlate.fingerprint(engine.config, engine.source.describe(), 0)})
+                     + "\nnot json\n{}\n")
+    with pytest.raises(ValueError, match="corrupt at line 2"):
+        correlate.score_space(engine, [0], 1, 0, str(cache), progress=False)
+
+
+def test_correlations_match_scipy_on_known_scores():
+    idx = correlate.sample_indices(300, seed=1)
+    acc = benchmark.BuiltinBenchmark().test_accuracies("cifar10")[idx]
+    rng = np.random.default_rng(0)
+    scores = {"index": idx, "ntk": np.exp(-acc[:, None] / 10 + rng.normal(0, 0.1, (300, 1))),
+              "regions": (acc[:, None] * 10).astype(np.int64)}
+    scores["ntk"][0] = np.inf  # a flagged cell ranks last
+    c = correlate.correlations(scores, ["cifar10"])["cifar10"]
+    s = -np.log(scores["ntk"][:, 0])
+    s[0] = s[1:].min() - 1
+    assert c["ntk"]["kendall_tau"] == pytest.approx(stats.kendalltau(s, acc).statistic)
+    assert c["regions"]["kendall_tau"] == pytest.approx(stats.kendalltau(scores["regions"][:, 0], acc).statistic)
+    assert c["regions"]["kendall_tau"] > 0.99 and c["ntk"]["kendall_tau"] > 0.5
+
+
+def _run(script, *args):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+
+
+def test_correlate_launcher(tmp_path):
+    out, png = tmp_path / "corr.json", tmp_path / "corr.png"
+    proc = _run("correlate.py", "--sample=6", "--batch_size=4", f"--cache={tmp_path / 's.jsonl'}",
+                f"--json_out={out}", f"--plot_out={png}", "--arch=6111")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["cells"] == 7 and result["arch"]["index"] == 6111  # the sample plus --arch
+    assert set(result["correlations"]) == {"cifar10", "cifar100", "ImageNet16-120"}
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_proxies_launcher(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = _run("bench_proxies.py", "--arch=0", "--cells=11472", "--modes=exact", "--round_sizes=2",
+                "--repeats=1", "--batch_size=4", f"--json_out={out}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["what"] for r in rows} >= {"NTK, single cells", "LR, single cells", "round: NTK + LR, shared base"}
+    assert all(r["seconds_per_candidate"] > 0 for r in rows)
