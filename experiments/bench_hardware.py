@@ -8,10 +8,9 @@ milliseconds per device (e.g. HW-NAS-Bench's); columns with ``in16`` in their na
 on 16x16 inputs.
 """
 
-import json
-
 from absl import app, flags
 
+from micronas_jax import cli
 from micronas_jax.hardware import bench
 
 _ARCH = flags.DEFINE_string("arch", "6111", "Cell timed alone (string or index).")
@@ -23,14 +22,11 @@ _JSON_OUT = flags.DEFINE_string("json_out", None, "Write results as JSON here.")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    cli.no_extra_args(argv)
     result = bench.run(_ARCH.value, repeats=_REPEATS.value, latency_csv=_LATENCY_CSV.value,
                        n_train=_N_TRAIN.value, draws=_DRAWS.value)
     print(bench.format_table(result))
-    if _JSON_OUT.value:
-        with open(_JSON_OUT.value, "w") as f:
-            json.dump(result, f, indent=2)
+    cli.write_json(_JSON_OUT.value, result)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,9 @@ cells and pruning rounds, in every NTK mode. Pin threads from outside (e.g. ``ta
     python experiments/bench_proxies.py --arch=6111 --cells=0,1000,3000,11472 --json_out=/tmp/bench.json
 """
 
-import json
-
 from absl import app, flags
 
-from cells import space
+from micronas_jax import cli
 from micronas_jax.proxies import bench
 
 _ARCH = flags.DEFINE_string("arch", "6111", "A cell to time (string or index), first in the list.")
@@ -21,18 +19,12 @@ _JSON_OUT = flags.DEFINE_string("json_out", None, "Write results as JSON here.")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        cells = [space.as_cell(a).index for a in [_ARCH.value, *_CELLS.value]]
-    except space.CellError as err:
-        raise app.UsageError(str(err)) from None
+    cli.no_extra_args(argv)
+    cells = [cli.arch_flag(a).index for a in [_ARCH.value, *_CELLS.value]]
     result = bench.run(cells, modes=_MODES.value, round_sizes=[int(k) for k in _ROUND_SIZES.value],
                        repeats=_REPEATS.value, batch_size=_BATCH.value)
     print(bench.format_table(result))
-    if _JSON_OUT.value:
-        with open(_JSON_OUT.value, "w") as f:
-            json.dump(result, f, indent=2)
+    cli.write_json(_JSON_OUT.value, result)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,10 @@
 ``board.csv`` has columns ``arch`` (NB201 cell string or index) and ``ms``.
 """
 
-import json
-
 from absl import app, flags
 
 from cells import skeleton as sk
-from cells import space
+from micronas_jax import cli
 from micronas_jax.hardware import calibrate, latency
 
 _MEASUREMENTS = flags.DEFINE_string("measurements", None, "CSV of measured cells: arch, ms.")
@@ -29,12 +27,8 @@ _JSON_OUT = flags.DEFINE_string("json_out", None, "Write the fit's summary as JS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        cell = space.as_cell(_ARCH.value)
-    except space.CellError as err:
-        raise app.UsageError(f"--arch: {err}") from None
+    cli.no_extra_args(argv)
+    cell = cli.arch_flag(_ARCH.value)
     skeleton = sk.Skeleton.for_dataset(_DATASET.value, C=_C.value, N=_N.value)
     indices, ms = calibrate.read_measurements(_MEASUREMENTS.value)
     model = calibrate.fit(indices, ms, skeleton, models=_MODELS.value)
@@ -53,9 +47,7 @@ def main(argv):
         mark = "*" if name == model.model else " "
         print(f" {mark} {name:<18} tau {s['cv_kendall_tau']:.4f}   median APE {s['cv_median_ape']:6.2f} %")
     print(f"overhead {model.overhead_ms:.3f} ms; cell #{cell.index}: {est.total_ms:.3f} ms")
-    if _JSON_OUT.value:
-        with open(_JSON_OUT.value, "w") as f:
-            json.dump(result, f, indent=2)
+    cli.write_json(_JSON_OUT.value, result)
 
 
 if __name__ == "__main__":

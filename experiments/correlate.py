@@ -4,12 +4,9 @@
         --plot_out=/tmp/corr.png          # --sample=0: all 15,625 cells; rerun to resume
 """
 
-import json
-
 from absl import app, flags
 
-from cells import space
-from micronas_jax import correlate, inputs
+from micronas_jax import cli, correlate, inputs
 from micronas_jax.proxies import engine as engine_lib
 
 _ARCH = flags.DEFINE_string("arch", "6111", "Report this cell's scores and rank among the sample.")
@@ -27,12 +24,8 @@ _PLOT_OUT = flags.DEFINE_string("plot_out", None, "Write a PNG rank plot here.")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        cell = space.as_cell(_ARCH.value)
-    except space.CellError as err:
-        raise app.UsageError(f"--arch: {err}") from None
+    cli.no_extra_args(argv)
+    cell = cli.arch_flag(_ARCH.value)
     config = engine_lib.ProxyConfig(dataset=_DATASET.value, ntk_mode=_NTK_MODE.value,
                                     batch_size=_BATCH.value, init=_INIT.value)
     engine = engine_lib.ProxyEngine(config, inputs.load_images(_DATASET.value, _DATA_PATH.value))
@@ -53,9 +46,7 @@ def main(argv):
         print(f"{proxy:<14}" + "".join(f"{c[proxy]['kendall_tau']:>12.3f} tau" + " " * 4
                                        for c in result["correlations"].values()))
     print(f"#{cell.index}: NTK condition {result['arch']['ntk']:.2f}, {result['arch']['regions']:.0f} regions")
-    if _JSON_OUT.value:
-        with open(_JSON_OUT.value, "w") as f:
-            json.dump(result, f, indent=2)
+    cli.write_json(_JSON_OUT.value, result)
     if _PLOT_OUT.value:
         correlate.plot(scores, _PLOT_OUT.value, title=f"{len(indices)} NB201 cells, {result['inputs']}")
 

@@ -3,12 +3,9 @@
     python experiments/describe.py --arch=6111 --json_out=/tmp/cell.json
 """
 
-import json
-
 from absl import app, flags
 
-from cells import space
-from micronas_jax import benchmark, describe
+from micronas_jax import benchmark, cli, describe
 
 RESNET_CELL = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
 
@@ -22,18 +19,12 @@ _N = flags.DEFINE_integer("N", 5, "Cells per stage for the computed costs.")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        cell = space.as_cell(_ARCH.value)
-    except space.CellError as err:
-        raise app.UsageError(f"--arch: {err}") from None
+    cli.no_extra_args(argv)
+    cell = cli.arch_flag(_ARCH.value)
     result = describe.describe(
         cell, benchmark.load_benchmark(_NB201_FILE.value), C=_C.value, N=_N.value)
     print(describe.format_description(result))
-    if _JSON_OUT.value:
-        with open(_JSON_OUT.value, "w") as f:
-            json.dump(result, f, indent=2)
+    cli.write_json(_JSON_OUT.value, result)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,9 @@
     python experiments/hardware.py --all --csv_out=/tmp/space.csv --plot_out=/tmp/space.png
 """
 
-import json
-
 from absl import app, flags
 
-from cells import space
-from micronas_jax import plots
+from micronas_jax import cli, plots
 from micronas_jax.hardware import lut as lut_lib
 from micronas_jax.hardware import report
 
@@ -30,12 +27,8 @@ _PLOT_OUT = flags.DEFINE_string("plot_out", None, "With --all: PNG of latency ag
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    try:
-        cell = space.as_cell(_ARCH.value)
-    except space.CellError as err:
-        raise app.UsageError(f"--arch: {err}") from None
+    cli.no_extra_args(argv)
+    cell = cli.arch_flag(_ARCH.value)
     lut = lut_lib.load_lut(_LUT.value)
     kwargs = {"C": _C.value, "N": _N.value, "allow_estimate": _ALLOW_ESTIMATE.value}
     if not _ALL.value:
@@ -57,9 +50,7 @@ def main(argv):
                 front=report.pareto_front(costs.latency_ms, costs.accuracy), highlight=highlight,
                 ylabel=f"NB201 test accuracy, {_DATASET.value} (%)",
                 title=f"{lut.device.name}: {_DATASET.value}, C={_C.value}, N={_N.value}")
-    if _JSON_OUT.value:
-        with open(_JSON_OUT.value, "w") as f:
-            json.dump(result, f, indent=2)
+    cli.write_json(_JSON_OUT.value, result)
 
 
 if __name__ == "__main__":

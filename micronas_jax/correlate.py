@@ -88,16 +88,15 @@ def score_space(engine: engine_lib.ProxyEngine, indices: Sequence[int], repeats:
     with tqdm(total=len(todo), disable=not progress, desc="scoring cells", unit="cell") as bar:
         for start in range(0, len(todo), CHUNK):
             chunk = todo[start:start + CHUNK]
-            padded = chunk + [chunk[-1]] * (CHUNK - len(chunk))  # one compiled shape
             t0 = time.perf_counter()
-            cond = engine.ntk_cells(chunk, keys)
-            regions = engine.regions_masks(np.stack([space.from_index(i).matrix for i in padded]), keys)
+            scored = engine.score_cells(chunk, keys, pad_to=CHUNK)
             seconds = (time.perf_counter() - t0) / len(chunk)
             with open(cache_path, "a") as f:
                 for k, index in enumerate(chunk):
                     for r in range(repeats):
-                        rec = {"index": index, "seed": r, "ntk": _num(cond.condition[k, r]),
-                               "flag": str(cond.flag[k, r]), "regions": int(regions[k, r]), "seconds": seconds}
+                        rec = {"index": index, "seed": r, "ntk": _num(scored["ntk"][k, r]),
+                               "flag": str(scored["ntk_flag"][k, r]), "regions": int(scored["regions"][k, r]),
+                               "seconds": seconds}
                         done[(index, r)] = rec
                         f.write(json.dumps(rec) + "\n")
             bar.update(len(chunk))

@@ -48,6 +48,31 @@ def relu_conv_bn(x, p, s, train, stride=1):
     return batch_norm(y, p["bn"], s["bn"], train)
 
 
+def cell(x, p, s, ops, train, relus=None):
+    """NB201's InferCell: node j = sum over i < j of op_ij(node i); returns node 3. ``relus``, if
+    given, collects each conv edge's ReLU output by module name."""
+    nodes = [x]
+    for node in range(1, 4):
+        total = 0.0
+        for src in range(node):
+            e = EDGES.index((src, node))
+            op, name = ops[e], f"edge_{src}_{node}_{ops[e]}"
+            h = nodes[src]
+            if op == "none":
+                out = np.zeros_like(h)
+            elif op == "skip_connect":
+                out = h
+            elif op == "avg_pool_3x3":
+                out = avg_pool_3x3_exclude_pad(h)
+            else:
+                if relus is not None:
+                    relus[name] = np.maximum(h, 0)
+                out = relu_conv_bn(h, p[name], s[name], train)
+            total = total + out
+        nodes.append(total)
+    return nodes[-1]
+
+
 def forward(variables, x, ops, C, N, train):
     """Logits of NB201's TinyNetwork for the cell ``ops`` (6 operator names)."""
     P = _to_numpy(variables["params"])
@@ -66,24 +91,7 @@ def forward(variables, x, ops, C, N, train):
             r = x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
             x = conv(r, p["downsample_conv"]["kernel"]) + y
             continue
-        nodes = [x]
-        for node in range(1, 4):
-            total = 0.0
-            for src in range(node):
-                e = EDGES.index((src, node))
-                op, name = ops[e], f"edge_{src}_{node}_{ops[e]}"
-                h = nodes[src]
-                if op == "none":
-                    out = np.zeros_like(h)
-                elif op == "skip_connect":
-                    out = h
-                elif op == "avg_pool_3x3":
-                    out = avg_pool_3x3_exclude_pad(h)
-                else:
-                    out = relu_conv_bn(h, p[name], s[name], train)
-                total = total + out
-            nodes.append(total)
-        x = nodes[-1]
+        x = cell(x, p, s, ops, train)
         assert x.shape[-1] == channels[i]
     x = np.maximum(batch_norm(x, P["head"]["bn"], S["head"]["bn"], train), 0)
     x = x.mean(axis=(1, 2))
@@ -103,26 +111,8 @@ def thin_patterns(variables, x, ops):
     P = _to_numpy(variables["params"])
     S = _to_numpy(variables["batch_stats"])
     x = np.asarray(x, np.float64)
-    p, s = P.get("cells_0", {}), S.get("cells_0", {})
     relus = {}
-    nodes = [x]
-    for node in range(1, 4):
-        total = 0.0
-        for src in range(node):
-            e = EDGES.index((src, node))
-            op, name = ops[e], f"edge_{src}_{node}_{ops[e]}"
-            h = nodes[src]
-            if op == "none":
-                out = np.zeros_like(h)
-            elif op == "skip_connect":
-                out = h
-            elif op == "avg_pool_3x3":
-                out = avg_pool_3x3_exclude_pad(h)
-            else:
-                relus[name] = np.maximum(h, 0)
-                out = relu_conv_bn(h, p[name], s[name], True)
-            total = total + out
-        nodes.append(total)
-    head = np.maximum(batch_norm(nodes[-1], P["head"]["bn"], S["head"]["bn"], True), 0)
+    out = cell(x, P.get("cells_0", {}), S.get("cells_0", {}), ops, True, relus)
+    head = np.maximum(batch_norm(out, P["head"]["bn"], S["head"]["bn"], True), 0)
     columns = [relus[k] for k in sorted(relus)] + [head]
     return np.concatenate([c.reshape(len(x), -1) > 0 for c in columns], axis=1)

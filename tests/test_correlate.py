@@ -32,8 +32,9 @@ def test_resume_after_a_kill_loses_nothing(engine, tmp_path, monkeypatch):
     with open(cache, "w") as f:
         f.write("\n".join(lines[:-1]) + "\n" + lines[-1][:10])
     calls = []
-    original = engine.ntk_cells
-    monkeypatch.setattr(engine, "ntk_cells", lambda cells, keys: calls.append(list(cells)) or original(cells, keys))
+    original = engine.score_cells
+    monkeypatch.setattr(engine, "score_cells",
+                        lambda cells, keys, **kw: calls.append(list(cells)) or original(cells, keys, **kw))
     again = correlate.score_space(engine, indices, 1, 0, cache, progress=False)
     scored = [c for call in calls for c in call]
     assert sorted(scored) == sorted([int(indices[2]), *map(int, indices[3:])])  # only the lost and new

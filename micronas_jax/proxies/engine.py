@@ -140,7 +140,7 @@ class ProxyEngine:
         ones = jnp.ones((space.NUM_EDGES, space.NUM_OPS))
         x_ntk = jnp.zeros((c.batch_size, s_ntk.resolution, s_ntk.resolution, 3))
         x_lr = jnp.zeros((c.lr_batch, c.lr_input_size, c.lr_input_size, c.lr_C))
-        prep = (lambda m: normalise(m)) if c.normalise_mask else (lambda m: m)
+        prep = normalise if c.normalise_mask else (lambda m: m)
 
         @jax.jit
         def draw(key):
@@ -222,47 +222,55 @@ class ProxyEngine:
         return np.stack([np.asarray(self._timed(self._jac_mask, draw.ntk_variables, draw.ntk_inputs,
                                                 jnp.asarray(m))) for m in masks])
 
+    def regions_draw(self, masks: np.ndarray, draw: Draw) -> np.ndarray:
+        """int64[K] linear-region counts of float[K, 6, 5] masks under one draw (vmapped)."""
+        masks = jnp.asarray(_check_masks(masks))
+        return np.asarray(self._timed(self._regions, draw.lr_variables, draw.lr_inputs, masks)).astype(np.int64)
+
     def ntk_cells(self, cells: Sequence[space.ArchLike], keys: Sequence[jax.Array]) -> ntk.Conditioning:
         """Condition numbers float64[K, S] of K cells under S seeds."""
-        per_seed = [ntk.condition_numbers(self.ntk_jacobians_cells(cells, self.draw(k))) for k in keys]
-        return _stack_seeds(per_seed)
+        return _stack_seeds([ntk.condition_numbers(self.ntk_jacobians_cells(cells, self.draw(k))) for k in keys])
 
     def ntk_masks(self, masks: np.ndarray, keys: Sequence[jax.Array]) -> ntk.Conditioning:
         """Condition numbers float64[K, S] of K masks under S seeds."""
-        per_seed = [ntk.condition_numbers(self.ntk_jacobians_masks(masks, self.draw(k))) for k in keys]
-        return _stack_seeds(per_seed)
+        return _stack_seeds([ntk.condition_numbers(self.ntk_jacobians_masks(masks, self.draw(k))) for k in keys])
 
     def regions_masks(self, masks: np.ndarray, keys: Sequence[jax.Array]) -> np.ndarray:
         """int64[K, S] linear-region counts of K masks (one-hot for cells) under S seeds."""
-        masks = jnp.asarray(_check_masks(masks))
-        cols = []
+        return np.stack([self.regions_draw(masks, self.draw(k)) for k in keys], axis=1)
+
+    def score_cells(self, cells: Sequence[space.ArchLike], keys: Sequence[jax.Array], *,
+                    pad_to: int | None = None) -> dict[str, np.ndarray]:
+        """Both proxies of K cells under S seeds, one draw per seed: 'ntk' float64[K, S],
+        'ntk_flag' str[K, S], 'regions' int64[K, S].
+
+        ``pad_to`` pads the vmapped region count to a fixed number of cells (repeating the last),
+        so that chunks of varying size share one compiled function.
+        """
+        cells = [space.as_cell(c) for c in cells]
+        masks = np.stack([c.matrix for c in cells])
+        if pad_to is not None and pad_to > len(cells):
+            masks = np.concatenate([masks, np.repeat(masks[-1:], pad_to - len(cells), axis=0)])
+        conds, regions = [], []
         for k in keys:
             d = self.draw(k)
-            cols.append(np.asarray(self._timed(self._regions, d.lr_variables, d.lr_inputs, masks)))
-        return np.stack(cols, axis=1).astype(np.int64)
-
-    def score_cells(self, cells: Sequence[space.ArchLike], keys: Sequence[jax.Array]) -> dict[str, np.ndarray]:
-        """Both proxies of K cells under S seeds: 'ntk' float64[K, S], 'ntk_flag' str[K, S],
-        'regions' int64[K, S]."""
-        cells = [space.as_cell(c) for c in cells]
-        cond = self.ntk_cells(cells, keys)
-        regions = self.regions_masks(np.stack([c.matrix for c in cells]), keys)
-        return {"ntk": cond.condition, "ntk_flag": cond.flag, "regions": regions}
+            conds.append(ntk.condition_numbers(self.ntk_jacobians_cells(cells, d)))
+            regions.append(self.regions_draw(masks, d)[: len(cells)])
+        cond = _stack_seeds(conds)
+        return {"ntk": cond.condition, "ntk_flag": cond.flag, "regions": np.stack(regions, axis=1)}
 
     def score_round(self, base_mask: np.ndarray, candidate_masks: np.ndarray,
                     keys: Sequence[jax.Array]) -> dict[str, np.ndarray]:
         """A pruning round: the base supernet once per seed, then every candidate with the same
         draw. Returns 'ntk' float64[1 + K, S] and 'regions' int64[1 + K, S], the base first."""
         masks = np.concatenate([np.asarray(base_mask)[None], _check_masks(candidate_masks)])
-        ntk_cols, flag_cols, lr_cols = [], [], []
+        conds, regions = [], []
         for k in keys:
             d = self.draw(k)
-            cond = ntk.condition_numbers(self.ntk_jacobians_masks(masks, d))
-            ntk_cols.append(cond.condition)
-            flag_cols.append(cond.flag)
-            lr_cols.append(np.asarray(self._timed(self._regions, d.lr_variables, d.lr_inputs, jnp.asarray(masks))))
-        return {"ntk": np.stack(ntk_cols, 1), "ntk_flag": np.stack(flag_cols, 1),
-                "regions": np.stack(lr_cols, 1).astype(np.int64)}
+            conds.append(ntk.condition_numbers(self.ntk_jacobians_masks(masks, d)))
+            regions.append(self.regions_draw(masks, d))
+        cond = _stack_seeds(conds)
+        return {"ntk": cond.condition, "ntk_flag": cond.flag, "regions": np.stack(regions, axis=1)}
 
 
 def _check_masks(masks) -> np.ndarray:
