@@ -19,6 +19,7 @@ _NTK_MODE = flags.DEFINE_enum("ntk_mode", "exact", [m.value for m in engine_lib.
 _BATCH = flags.DEFINE_integer("batch_size", 32, "NTK batch size.")
 _INIT = flags.DEFINE_enum("init", "kaiming_normal", list(engine_lib.INITS), "Initialisation.")
 _CACHE = flags.DEFINE_string("cache", "scores.jsonl", "Scores cache (JSONL); reruns resume from it.")
+_ONLY_CACHED = flags.DEFINE_bool("only_cached", False, "Score nothing new: report on the cached cells.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Write correlations as JSON here.")
 _PLOT_OUT = flags.DEFINE_string("plot_out", None, "Write a PNG rank plot here.")
 
@@ -31,21 +32,25 @@ def main(argv):
     engine = engine_lib.ProxyEngine(config, inputs.load_images(_DATASET.value, _DATA_PATH.value))
     sample = correlate.sample_indices(_SAMPLE.value, _SEED.value).tolist()
     indices = sample if cell.index in sample else [cell.index, *sample]
-    scores = correlate.score_space(engine, indices, _REPEATS.value, _SEED.value, _CACHE.value)
+    scores = correlate.score_space(engine, indices, _REPEATS.value, _SEED.value, _CACHE.value,
+                                   only_cached=_ONLY_CACHED.value)
+    indices = scores["index"].tolist()
     result = {"cells": len(indices), "repeats": _REPEATS.value, "inputs": engine.source.describe(),
               "fingerprint": correlate.fingerprint(config, engine.source.describe(), _SEED.value),
               "seconds_per_cell": float(scores["seconds"].mean()),
               "correlations": correlate.correlations(scores)}
-    k = indices.index(cell.index)
-    result["arch"] = {"cell": cell.to_string(), "index": cell.index, "ntk": float(scores["ntk"][k].mean()),
-                      "regions": float(scores["regions"][k].mean())}
+    result["arch"] = {"cell": cell.to_string(), "index": cell.index, "scored": cell.index in indices}
+    if result["arch"]["scored"]:
+        k = indices.index(cell.index)
+        result["arch"].update(ntk=float(scores["ntk"][k].mean()), regions=float(scores["regions"][k].mean()))
     print(f"{len(indices)} cells, {result['inputs']}, NTK {config.ntk_mode.value}, "
           f"{result['seconds_per_cell']:.3f} s per cell (both proxies)")
     print(f"{'proxy':<14}" + "".join(f"{d:>20}" for d in result["correlations"]))
     for proxy in next(iter(result["correlations"].values())):
         print(f"{proxy:<14}" + "".join(f"{c[proxy]['kendall_tau']:>12.3f} tau" + " " * 4
                                        for c in result["correlations"].values()))
-    print(f"#{cell.index}: NTK condition {result['arch']['ntk']:.2f}, {result['arch']['regions']:.0f} regions")
+    if result["arch"]["scored"]:
+        print(f"#{cell.index}: NTK condition {result['arch']['ntk']:.2f}, {result['arch']['regions']:.0f} regions")
     cli.write_json(_JSON_OUT.value, result)
     if _PLOT_OUT.value:
         correlate.plot(scores, _PLOT_OUT.value, title=f"{len(indices)} NB201 cells, {result['inputs']}")

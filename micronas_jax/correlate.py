@@ -61,8 +61,10 @@ def _read_cache(path: str, header: dict[str, Any]) -> dict[tuple[int, int], dict
         try:
             r = json.loads(line)
         except json.JSONDecodeError:
-            if n == len(lines):  # a line cut short by a kill: recompute it
-                logging.warning("scores cache %s: ignoring a truncated last line", path)
+            if n == len(lines):  # a line cut short by a kill: drop it, so appends start clean
+                logging.warning("scores cache %s: dropping a truncated last line", path)
+                with open(path, "w") as f:
+                    f.write("\n".join(lines[:-1]) + "\n")
                 continue
             raise ValueError(f"scores cache {path} is corrupt at line {n}") from None
         done[(r["index"], r["seed"])] = r
@@ -70,8 +72,11 @@ def _read_cache(path: str, header: dict[str, Any]) -> dict[tuple[int, int], dict
 
 
 def score_space(engine: engine_lib.ProxyEngine, indices: Sequence[int], repeats: int, seed: int,
-                cache_path: str, *, progress: bool = True) -> dict[str, np.ndarray]:
+                cache_path: str, *, progress: bool = True, only_cached: bool = False) -> dict[str, np.ndarray]:
     """NTK condition numbers and region counts of ``indices`` x ``repeats`` seeds, cached.
+
+    With ``only_cached``, nothing is scored: the result covers the cells of ``indices`` already in
+    the cache (with ``sample_indices``' random order, a uniform sample of them).
 
     Returns:
       'index' int[n]; 'ntk' float64[n, repeats] (inf where flagged); 'ntk_flag' str[n, repeats];
@@ -84,6 +89,11 @@ def score_space(engine: engine_lib.ProxyEngine, indices: Sequence[int], repeats:
             f.write(json.dumps({"header": header}) + "\n")
     keys = engine_lib.seed_keys(seed, repeats)
     todo = [int(i) for i in indices if any((int(i), r) not in done for r in range(repeats))]
+    if only_cached:
+        missing = set(todo)
+        indices, todo = [i for i in indices if int(i) not in missing], []
+        if not indices:
+            raise ValueError(f"scores cache {cache_path} holds none of the requested cells")
     logging.info("%d of %d cells cached; scoring %d", len(indices) - len(todo), len(indices), len(todo))
     with tqdm(total=len(todo), disable=not progress, desc="scoring cells", unit="cell") as bar:
         for start in range(0, len(todo), CHUNK):

@@ -40,6 +40,11 @@ def test_resume_after_a_kill_loses_nothing(engine, tmp_path, monkeypatch):
     assert sorted(scored) == sorted([int(indices[2]), *map(int, indices[3:])])  # only the lost and new
     np.testing.assert_array_equal(again["ntk"][:2], first["ntk"][:2])
     np.testing.assert_array_equal(again["index"], indices)
+    # Reporting on what is cached scores nothing.
+    calls.clear()
+    cached = correlate.score_space(engine, correlate.sample_indices(8, seed=3), 1, 0, cache, progress=False,
+                                   only_cached=True)
+    assert calls == [] and sorted(cached["index"].tolist()) == sorted(indices.tolist())
 
 
 def test_cache_of_another_configuration_is_refused(engine, tmp_path):
