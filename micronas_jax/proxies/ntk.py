@@ -5,15 +5,16 @@ logits with respect to the network's weights (convolution kernels, BatchNorm sca
 classifier's weight; no biases, as TE-NAS), G = J J^T (B x B), and the score is
 lambda_max(G) / lambda_min(G).
 
-Every kernel is a transformation of a pure ``apply_fn(variables, x, train) -> (logits,
-batch_stats)`` (a Flax ``apply`` with ``mutable=['batch_stats']``). Three kernels
-(``NTKMode``), one signature:
+Every kernel is a transformation of a pure ``apply_fn(variables, x, train) -> (logits, state)``,
+``state`` holding ``batch_stats`` and ``intermediates`` (a Flax ``apply`` with
+``mutable=['batch_stats', 'intermediates']``). Three kernels (``NTKMode``), one signature:
 
 * ``EXACT`` (default): BatchNorm in training mode, as TE-NAS runs it. Sample i's output then
   depends on the whole batch, so row i is a vector-Jacobian product of the *batched* forward pass
-  with cotangent e_i (B backward passes sharing one forward, run one after another: vmapping
-  them turns weight gradients into grouped convolutions, slower on CPU). Per-sample gradients
-  would compute a different kernel here.
+  with cotangent e_i; per-sample gradients would compute a different kernel. With the network's
+  ``perturbations`` (``cells.ops.Conv``), all B rows come from one vmapped backward pass through
+  the data path, each kernel's rows from a patch contraction (``_exact_structured``); without,
+  B backward passes run one after another.
 * ``PER_SAMPLE_RUNNING_STATS``: BatchNorm normalises with its running statistics (at
   initialisation mean 0, variance 1), so samples do not interact; rows are per-sample
   gradients (one vmapped backward pass).
@@ -90,12 +91,15 @@ def jacobian(apply_fn: ApplyFn, variables: Any, x: jax.Array,
     """float32[B, P]: the NTK Jacobian rows (weights only) of ``apply_fn`` at ``variables``.
 
     Args:
-      apply_fn: ``(variables, x, train) -> (logits float[B, K], {'batch_stats': ...})``.
+      apply_fn: ``(variables, x, train) -> (logits float[B, K], {'batch_stats': ..., 'intermediates': ...})``.
       variables: ``{'params': ..., 'batch_stats': ...}``.
       x: float[B, H, W, C] inputs.
       mode: which kernel (see ``NTKMode``).
       stats_apply_fn: computes the batch's statistics in ``PER_SAMPLE_BATCH_STATS`` mode, for an
         ``apply_fn`` that does not return updated statistics (default: ``apply_fn``).
+
+    Columns are grouped per parameter; the structured exact path orders a kernel's entries by
+    patch rather than by kernel index. G = J J^T does not depend on the order.
     """
     mode = NTKMode(mode)
     if mode == NTKMode.EXACT and "perturbations" in variables:
