@@ -47,9 +47,13 @@ def _read_cache(path: str, header: dict[str, Any]) -> dict[tuple[int, int], dict
     if not os.path.exists(path):
         return done
     with open(path) as f:
-        lines = f.read().splitlines()
+        text = f.read()
+    lines = text.splitlines()
     if not lines:
         return done
+    if not text.endswith("\n"):  # killed between a record and its newline: end the line
+        with open(path, "a") as f:
+            f.write("\n")
     try:
         first = json.loads(lines[0])
     except json.JSONDecodeError as err:

@@ -40,6 +40,12 @@ def test_resume_after_a_kill_loses_nothing(engine, tmp_path, monkeypatch):
     assert sorted(scored) == sorted([int(indices[2]), *map(int, indices[3:])])  # only the lost and new
     np.testing.assert_array_equal(again["ntk"][:2], first["ntk"][:2])
     np.testing.assert_array_equal(again["index"], indices)
+    # Killed between a record and its newline: the next record still starts on its own line.
+    with open(cache, "a") as f:
+        f.write(json.dumps({"index": 1, "seed": 0, "ntk": 2.0, "flag": "", "regions": 5, "seconds": 0.1}))
+    correlate.score_space(engine, [*indices.tolist(), 2], 1, 0, cache, progress=False)
+    with open(cache) as f:
+        assert all(json.loads(line) for line in f.read().splitlines())
     # Reporting on what is cached scores nothing.
     calls.clear()
     cached = correlate.score_space(engine, correlate.sample_indices(8, seed=3), 1, 0, cache, progress=False,
@@ -77,6 +83,7 @@ def _run(script, *args):
     return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=600)
 
+@pytest.mark.slow
 
 def test_correlate_launcher(tmp_path):
     out, png = tmp_path / "corr.json", tmp_path / "corr.png"
@@ -88,6 +95,7 @@ def test_correlate_launcher(tmp_path):
     assert set(result["correlations"]) == {"cifar10", "cifar100", "ImageNet16-120"}
     assert png.read_bytes()[:4] == b"\x89PNG"
 
+@pytest.mark.slow
 
 def test_bench_proxies_launcher(tmp_path):
     out = tmp_path / "bench.json"

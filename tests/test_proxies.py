@@ -53,6 +53,7 @@ def _reference_jacobian_f64(model, variables, x, mask):
         return np.concatenate([np.asarray(jac[k]).reshape(B, -1) for k in sorted(jac)], axis=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("structured", [True, False])
 @pytest.mark.parametrize("index", CELLS[1:3])
 def test_exact_gram_equals_float64_reference(setup, index, structured):
@@ -221,6 +222,7 @@ def test_score_round_shares_the_base(engine):
     np.testing.assert_allclose(r["ntk"], alone.condition, rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["per_sample_running_stats", "per_sample_batch_stats"])
 def test_other_modes_run_and_differ(mode):
     engine = _small_engine(ntk_mode=mode)
