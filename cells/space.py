@@ -274,15 +274,21 @@ def _order() -> _Order:
 
 
 @functools.cache
+def _keys() -> tuple[str, ...]:
+    """Every cell's isomorphism key, by official index."""
+    return tuple(cell.isomorphism_key() for cell in all_cells())
+
+
+@functools.cache
 def _representatives() -> dict[str, int]:
     """isomorphism key -> lowest official index in its class."""
     reps: dict[str, int] = {}
-    for index, cell in enumerate(all_cells()):
-        reps.setdefault(cell.isomorphism_key(), index)
+    for index, key in enumerate(_keys()):
+        reps.setdefault(key, index)
     return reps
 
 
 def isomorphism_classes() -> np.ndarray:
     """int32[15625]: for each index, the index of its class representative."""
     reps = _representatives()
-    return np.array([reps[c.isomorphism_key()] for c in all_cells()], np.int32)
+    return np.array([reps[k] for k in _keys()], np.int32)

@@ -34,6 +34,7 @@ Pure Python + NumPy.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.resources
 import json
 import math
@@ -304,13 +305,9 @@ def _load(source) -> LUT:
     return parse_lut(data, str(source))
 
 
-_DEFAULT: list[LUT] = []
-
-
+@functools.cache
 def _default_lut() -> LUT:
-    if not _DEFAULT:
-        _DEFAULT.append(_load(importlib.resources.files("micronas_jax.hardware") / DEFAULT_LUT))
-    return _DEFAULT[0]
+    return _load(importlib.resources.files("micronas_jax.hardware") / DEFAULT_LUT)
 
 
 def lut_from_rows(rows: Iterable[Mapping[str, Any]], device: Mapping[str, Any], *,
