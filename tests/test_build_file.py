@@ -4,8 +4,11 @@
 what loading does not: that each listed file exists and that nothing is left out.
 """
 
+import fnmatch
 import glob
 import os
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,3 +65,17 @@ def test_target_kinds_mirror_the_layout():
     tests = {os.path.splitext(os.path.basename(p))[0] for p in _files("tests/test_*.py")}
     assert {n for n, t in targets.items() if t["kind"] == "py_test"} == tests
     assert {t.lstrip(":") for t in targets["all_tests"]["tests"]} == tests
+
+
+def test_every_shipped_data_file_is_package_data():
+    """A non-editable install ships only what ``[tool.setuptools.package-data]`` names."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        package_data = tomllib.load(f)["tool"]["setuptools"]["package-data"]
+    shipped = (_files("cells/*.npy") | _files("micronas_jax/**/*.json") | _files("micronas_jax/**/*.csv.gz")
+               | _files("cells/*.md") | _files("micronas_jax/**/*.md"))
+    assert shipped
+    for path in shipped:
+        package, name = os.path.dirname(path).replace("/", "."), os.path.basename(path)
+        patterns = package_data.get(package, [])
+        assert any(fnmatch.fnmatch(name, p) for p in patterns), f"{path} is not package data"
