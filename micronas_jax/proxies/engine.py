@@ -128,6 +128,7 @@ class ProxyEngine:
         self.lr_net = nw.NB201Network(config.lr_skeleton, kernel_init=kernel_init, dense_init=dense_init)
         self.traces: dict[str, int] = {}  # compilations per function, for tests and logs
         self._compile_seconds = 0.0
+        self.seconds: dict[str, float] = {}  # wall time per compiled function (compiling calls included)
         self._build()
 
     # -- compiled functions ------------------------------------------------------------------
@@ -186,9 +187,12 @@ class ProxyEngine:
         before = sum(self.traces.values())
         start = time.perf_counter()
         out = jax.block_until_ready(fn(*args))
+        seconds = time.perf_counter() - start
+        name = getattr(fn, "__name__", "fn")
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
         if sum(self.traces.values()) > before:
-            self._compile_seconds += time.perf_counter() - start
-            logging.info("compiled %s in %.1f s", getattr(fn, "__name__", "fn"), time.perf_counter() - start)
+            self._compile_seconds += seconds
+            logging.info("compiled %s in %.1f s", name, seconds)
         return out
 
     @property
@@ -223,9 +227,15 @@ class ProxyEngine:
                                                 jnp.asarray(m))) for m in masks])
 
     def regions_draw(self, masks: np.ndarray, draw: Draw) -> np.ndarray:
-        """int64[K] linear-region counts of float[K, 6, 5] masks under one draw (vmapped)."""
-        masks = jnp.asarray(_check_masks(masks))
-        return np.asarray(self._timed(self._regions, draw.lr_variables, draw.lr_inputs, masks)).astype(np.int64)
+        """int64[K] linear-region counts of float[K, 6, 5] masks under one draw (vmapped).
+
+        K is padded to a power of two (repeating the last mask), so that a search's rounds of
+        varying size share a few compiled functions."""
+        masks = _check_masks(masks)
+        k = len(masks)
+        padded = np.concatenate([masks, np.repeat(masks[-1:], (1 << max(k - 1, 0).bit_length()) - k, axis=0)])
+        out = self._timed(self._regions, draw.lr_variables, draw.lr_inputs, jnp.asarray(padded))
+        return np.asarray(out)[:k].astype(np.int64)
 
     def ntk_cells(self, cells: Sequence[space.ArchLike], keys: Sequence[jax.Array]) -> ntk.Conditioning:
         """Condition numbers float64[K, S] of K cells under S seeds."""
@@ -267,7 +277,10 @@ class ProxyEngine:
         conds, regions = [], []
         for k in keys:
             d = self.draw(k)
-            conds.append(ntk.condition_numbers(self.ntk_jacobians_masks(masks, d)))
+            jacobians = self.ntk_jacobians_masks(masks, d)
+            start = time.perf_counter()
+            conds.append(ntk.condition_numbers(jacobians))
+            self.seconds["conditioning"] = self.seconds.get("conditioning", 0.0) + time.perf_counter() - start
             regions.append(self.regions_draw(masks, d))
         cond = _stack_seeds(conds)
         return {"ntk": cond.condition, "ntk_flag": cond.flag, "regions": np.stack(regions, axis=1)}

@@ -1,0 +1,172 @@
+"""Many searches in one launch: seeds x a grid of configurations, resumable.
+
+Every finished search is appended to a JSONL file at once (and flushed to disk), keyed by its
+job; a rerun of the same launch skips the jobs already there, so a killed batch loses only the
+search in flight. Jobs run seed-major and share one proxy engine per dataset (compiled once), and,
+within a seed, the proxy scores of masks that several configurations reach in the same round
+(every configuration's first round, at least) are computed once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from micronas_jax import benchmark as benchmark_lib
+from micronas_jax import search as search_lib
+from micronas_jax.proxies import engine as engine_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One search: a named configuration, a dataset and a seed."""
+
+    name: str
+    dataset: str
+    config: search_lib.SearchConfig
+    seed: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dataset": self.dataset, "seed": self.seed,
+                "config": dataclasses.asdict(self.config)}
+
+    def key(self, proxy: Mapping[str, Any]) -> str:
+        """Identifies the job's result: the job and the proxy settings (not the name)."""
+        d = self.to_json()
+        d.pop("name")
+        return json.dumps({**d, "proxy": proxy}, sort_keys=True)
+
+
+def grid(seeds: Sequence[int], datasets: Sequence[str], configs: Mapping[str, search_lib.SearchConfig]) -> list[Job]:
+    """Seed-major jobs: every (dataset, configuration) for seed 0, then seed 1, ..."""
+    return [Job(name, d, c, s) for s in seeds for d in datasets for name, c in configs.items()]
+
+
+def read_results(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """key -> record of a results file; a line cut short by a kill is dropped with a warning."""
+    done: dict[str, dict[str, Any]] = {}
+    if not os.path.exists(path):
+        return done
+    with open(path) as f:
+        text = f.read()
+    lines = text.splitlines()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            done[record["key"]] = record
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            if n == len(lines) and not text.endswith("\n"):
+                logging.warning("%s: dropping line %d, cut short (%s); its search runs again", path, n, err)
+            else:
+                raise ValueError(f"results file {path} is corrupt at line {n}: {err}") from None
+    if text and not text.endswith("\n"):  # drop the cut line so that appends start clean
+        with open(path, "w") as f:
+            f.write("\n".join(json.dumps(r) for r in done.values()) + ("\n" if done else ""))
+    return done
+
+
+def _append(path, record) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def proxy_fingerprint(config: engine_lib.ProxyConfig, source: str) -> dict[str, Any]:
+    d = dataclasses.asdict(config)
+    d["ntk_mode"] = config.ntk_mode.value
+    d.pop("dataset")
+    return {**d, "inputs": source}
+
+
+def run(jobs: Iterable[Job], results_path: str | os.PathLike, make_engine: Callable[[str], engine_lib.ProxyEngine],
+        *, benchmark: benchmark_lib.Benchmark | None = None,
+        costs: Callable[[str], search_lib.SpaceCosts] | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Runs the jobs not yet in ``results_path``, appending each result as it finishes.
+
+    Args:
+      jobs: what to run (``grid``).
+      results_path: the JSONL file; created if missing.
+      make_engine: dataset -> proxy engine (called once per dataset).
+      benchmark: accuracies for the reports (default: built-in).
+      costs: dataset -> the deployed network's ``SpaceCosts`` (default: ``search.default_costs``).
+
+    Returns:
+      The records of every job, in job order (finished earlier or now): ``{'key', 'job', 'result'}``.
+    """
+    jobs = list(jobs)
+    done = read_results(results_path)
+    engines: dict[str, engine_lib.ProxyEngine] = {}
+    caches: dict[tuple[str, int], search_lib.ScoreCache] = {}
+    records = []
+    bar = tqdm(total=len(jobs), desc="searches", disable=not progress)
+    for job in jobs:
+        if job.dataset not in engines:
+            engines[job.dataset] = make_engine(job.dataset)
+        engine = engines[job.dataset]
+        key = job.key(proxy_fingerprint(engine.config, engine.source.describe()))
+        if key in done:
+            records.append(done[key])
+            bar.update(1)
+            continue
+        cache = caches.setdefault((job.dataset, job.seed), {})
+        for old in [k for k in caches if k[0] == job.dataset and k[1] != job.seed]:
+            del caches[old]  # seed-major: an earlier seed's scores are not needed again
+        result = search_lib.search(engine, job.seed, job.config, costs=(costs or search_lib.default_costs)(job.dataset),
+                                   benchmark=benchmark, cache=cache, progress=progress)
+        record = {"key": key, "job": job.to_json(), "result": result.to_json()}
+        _append(results_path, record)
+        done[key] = record
+        records.append(record)
+        logging.info("%s seed %d (%s): %s, %.2f%%, %.1f ms, %.1f s", job.name, job.seed, job.dataset,
+                     result.cell.to_string(), record["result"]["nb201"]["test_accuracy"][job.dataset],
+                     record["result"]["hardware"]["latency_ms"], result.wall_seconds)
+        bar.update(1)
+    bar.close()
+    return records
+
+
+def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and std per (configuration, dataset) of accuracy, latency, FLOPs, flash, SRAM and time."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["job"]["name"], r["job"]["dataset"]), []).append(r)
+    rows = []
+    for (name, dataset), rs in groups.items():
+        res = [r["result"] for r in rs]
+        values = {
+            "accuracy": [x["nb201"]["test_accuracy"][dataset] for x in res],
+            "latency_ms": [x["hardware"]["latency_ms"] for x in res],
+            "mflops": [x["hardware"]["mflops"] for x in res],
+            "flash_kb": [x["hardware"]["flash_kb"] for x in res],
+            "sram_kb": [x["hardware"]["sram_kb"] for x in res],
+            "wall_s": [x["time"]["wall_s"] for x in res],
+        }
+        row = {"name": name, "dataset": dataset, "searches": len(res), "config": rs[0]["job"]["config"],
+               "seeds": [r["job"]["seed"] for r in rs], "cells": [x["index"] for x in res]}
+        for k, v in values.items():
+            row[k] = {"mean": float(np.mean(v)), "std": float(np.std(v))}
+        rows.append(row)
+    return rows
+
+
+def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
+    head = (f"{'configuration':<24}{'dataset':<16}{'n':>3}  {'accuracy %':>14}  {'latency ms':>16}  "
+            f"{'MFLOPs':>14}  {'search s':>12}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        def ms(k, fmt, r=r):
+            return f"{r[k]['mean']:{fmt}} +- {r[k]['std']:{fmt}}"
+
+        lines.append(f"{r['name']:<24}{r['dataset']:<16}{r['searches']:>3}  {ms('accuracy', '6.2f'):>14}  "
+                     f"{ms('latency_ms', '7.1f'):>16}  {ms('mflops', '6.1f'):>14}  {ms('wall_s', '5.0f'):>12}")
+    return "\n".join(lines)

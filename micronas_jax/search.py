@@ -1,0 +1,439 @@
+"""MicroNAS: hardware-aware pruning search over the NB201 cell space.
+
+TE-NAS's pruning with MicroNAS's hybrid objective. Start from the supernet (every edge carries
+every operator; ``none`` dropped first by default, as TE-NAS does). Each round, every alive
+(edge, op) of an edge with more than one op left is a candidate: the supernet with that op
+removed. All candidates and the round's unpruned supernet are scored in one engine call under R
+seeds (``ProxyEngine.score_round``: the base once per seed, every candidate with the same draw),
+and each candidate gets four indicators, each oriented so that *lower means better to prune*:
+
+* ``ntk``: minus the mean relative decrease of the NTK condition number (an op whose removal
+  makes the network better conditioned is a good prune);
+* ``regions``: the mean relative loss of linear regions (losing few regions is a good prune);
+* ``flops`` / ``latency``: minus the share of the supernet's FLOPs / estimated MCU latency the
+  op costs (saving much is a good prune).
+
+Each indicator is dense-ranked over all the round's candidates (equal values, compared to
+``precision`` decimal places as TE-NAS does, share a rank; NaN ranks last), the ranks are
+combined as ``w_ntk * r_ntk + w_regions * r_regions + w_flops * r_flops + w_latency * r_latency``,
+and on every edge the candidate with the lowest combined rank is pruned. Ties break towards the
+lower operator index (``space.OPS`` order), which is TE-NAS's order. Edges are pruned in edge
+order, each checked against the budgets with the edges before it already pruned.
+
+Budgets (latency, flash, peak SRAM, FLOPs) are hard: a state (a mask) is feasible when at least one
+cell it still contains meets every budget, computed exactly over all 15,625 cells; a prune that
+would leave no such cell is skipped for the edge's next-best candidate (one always exists: the
+edge's op in a feasible completion can stay). The search refuses to start when no cell meets the
+budgets, naming the budget(s) at fault.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from cells import skeleton as sk
+from cells import space
+from micronas_jax import benchmark as benchmark_lib
+from micronas_jax.hardware import flops as flops_lib
+from micronas_jax.hardware import latency as latency_lib
+from micronas_jax.hardware import lut as lut_lib
+from micronas_jax.hardware import memory as memory_lib
+from micronas_jax.proxies import engine as engine_lib
+
+INDICATORS = ("ntk", "regions", "flops", "latency")
+_NONE = space.OPS.index("none")
+
+
+class BudgetError(ValueError):
+    """No cell of the search space meets the budgets."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Budgets:
+    """Hard limits on the deployed network; ``None`` = no limit."""
+
+    latency_ms: float | None = None
+    flash_kb: float | None = None
+    sram_kb: float | None = None
+    mflops: float | None = None
+
+    def active(self) -> dict[str, float]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """The search's objective and schedule.
+
+    Attributes:
+      w_ntk, w_regions, w_flops, w_latency: weights of the indicators' ranks (w_flops = w_latency
+        = 0 is TE-NAS's accuracy-only search).
+      repeats: seeds (fresh initialisations and batches) per round, R.
+      drop_none: remove ``none`` from every edge before the first round (TE-NAS).
+      budgets: hard limits.
+      require_path: only cells with a path from the cell's input to its output count as
+        completions (matters only with ``drop_none=False``: NB201's disconnected cells are
+        untrainable, about 10 % accuracy).
+      precision: decimal places to which indicators (relative changes and shares) are compared
+        when ranking; TE-NAS's launcher uses 3.
+    """
+
+    w_ntk: float = 1.0
+    w_regions: float = 1.0
+    w_flops: float = 0.0
+    w_latency: float = 0.0
+    repeats: int = 3
+    drop_none: bool = True
+    budgets: Budgets = Budgets()
+    require_path: bool = True
+    precision: int = 3
+
+    def __post_init__(self):
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be at least 1, got {self.repeats}")
+        for name in ("w_ntk", "w_regions", "w_flops", "w_latency"):
+            w = getattr(self, name)
+            if not (math.isfinite(w) and w >= 0):
+                raise ValueError(f"{name} must be finite and non-negative, got {w}")
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return {"ntk": self.w_ntk, "regions": self.w_regions, "flops": self.w_flops,
+                "latency": self.w_latency}
+
+
+# -- hardware costs over the space -------------------------------------------------------------
+class SpaceCosts:
+    """Every cell's deployed costs, and the supernet costs the indicators use.
+
+    Args:
+      skeleton: the deployed network (NB201: C=16, N=5 for the dataset).
+      lut: the device's per-operator LUT (default: STM32F746, CMSIS-NN); a LUT holding a
+        calibrated whole-network model is refused (the supernet indicator prices single operators).
+    """
+
+    def __init__(self, skeleton: sk.Skeleton, lut: lut_lib.LUT | None = None, *, allow_estimate: bool = False):
+        self.skeleton, self.lut = skeleton, lut or lut_lib.load_lut()
+        if self.lut.calibration is not None:
+            raise ValueError(f"the search prices each supernet operator, so it needs a per-operator LUT; "
+                             f"{self.lut.source} holds a calibrated whole-network model")
+        matrices = space.all_matrices()
+        ftable = flops_lib.cost_table(skeleton)
+        ltable = latency_lib.latency_table(self.lut, skeleton, allow_estimate=allow_estimate)
+        mtable = memory_lib.memory_table(skeleton, dead_edges=self.lut.device.dead_edges)
+        self.ops = matrices.argmax(-1)  # int[15625, 6]
+        self.connected = latency_lib.live_edges(matrices, "dropped").any(-1)  # a path from input to output
+        self.cells = {
+            "mflops": ftable.flops(matrices) / 1e6,
+            "latency_ms": latency_lib.latency_all(self.lut, skeleton, allow_estimate=allow_estimate),
+            "flash_kb": mtable.flash(matrices) / 1024,
+            "sram_kb": mtable.sram(matrices) / 1024,
+        }
+        # The supernet runs every alive op: its cost is fixed + the sum of alive ops' costs.
+        self._edge_op = {"flops": ftable.edge_op_flops.astype(np.float64), "latency": ltable.edge_op_ms}
+        self._fixed = {"flops": float(ftable.fixed_flops), "latency": ltable.fixed_ms + ltable.overhead_ms}
+
+    def feasible(self, budgets: Budgets, require_path: bool = False) -> np.ndarray:
+        """bool[15625]: the cells that meet every budget (and have a path from input to output)."""
+        ok = self.connected.copy() if require_path else np.ones(space.NUM_CELLS, bool)
+        for name, limit in budgets.active().items():
+            ok &= self.cells[name] <= limit
+        return ok
+
+    def check(self, budgets: Budgets, mask: np.ndarray, require_path: bool = False) -> np.ndarray:
+        """The feasible cells within ``mask``; raises ``BudgetError`` naming the budgets if none."""
+        within = contains(mask, self.ops) & (self.connected if require_path else True)
+        feasible = self.feasible(budgets) & within
+        if feasible.any():
+            return feasible
+        parts = []
+        for name, limit in budgets.active().items():
+            best = self.cells[name][within].min()
+            if best > limit:
+                parts.append(f"{name} <= {limit:g} (the least any cell reaches is {best:.4g})")
+        if not parts:
+            parts.append(f"all of {budgets.active()} at once (each alone can be met)")
+        raise BudgetError("no cell of the search space meets the budget " + "; ".join(parts))
+
+    def supernet_share(self, mask: np.ndarray) -> dict[str, np.ndarray]:
+        """indicator -> float64[6, 5]: each op's share of the supernet's cost under ``mask``."""
+        live = (np.asarray(mask) > 0).astype(np.float64)
+        out = {}
+        for name, table in self._edge_op.items():
+            total = self._fixed[name] + float((live * table).sum())
+            out[name] = table / total
+        return out
+
+
+def contains(mask: np.ndarray, ops: np.ndarray) -> np.ndarray:
+    """bool[K]: whether each cell ``ops`` (int[K, 6]) is inside the (partly pruned) ``mask``."""
+    alive = np.asarray(mask) > 0
+    return alive[np.arange(space.NUM_EDGES), ops].all(-1)
+
+
+# -- ranking -----------------------------------------------------------------------------------
+def dense_rank(values: np.ndarray, precision: int = 3) -> np.ndarray:
+    """int64[K]: 0 for the lowest value, equal values (to ``precision`` decimal places, as TE-NAS
+    compares its relative changes) sharing a rank and the next distinct value one more (TE-NAS's
+    ranking); -inf ranks first, +inf after every finite value and NaN last of all."""
+    v = np.round(np.asarray(values, np.float64), precision)
+    nan = np.isnan(v)
+    distinct = np.unique(v[~nan])
+    ranks = np.searchsorted(distinct, v).astype(np.int64)
+    ranks[nan] = len(distinct)
+    return ranks
+
+
+def combine(indicators: Mapping[str, np.ndarray], weights: Mapping[str, float],
+            precision: int = 3) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(rank per indicator int64[K], combined rank float64[K]); indicators with weight 0 are
+    ranked but do not count."""
+    ranks = {name: dense_rank(values, precision) for name, values in indicators.items()}
+    total = np.zeros(len(next(iter(ranks.values()))))
+    for name, r in ranks.items():
+        if weights.get(name, 0.0):
+            total = total + weights[name] * r
+    return ranks, total
+
+
+def relative_decrease(base: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """(base - cand) / base, elementwise, with infinities made explicit: a candidate that turns a
+    finite base infinite gets -inf, one that makes an infinite base finite gets 1 (the largest
+    possible relative decrease), both infinite 0."""
+    base, cand = np.broadcast_arrays(np.asarray(base, np.float64), np.asarray(cand, np.float64))
+    out = np.full(base.shape, np.nan)
+    fb, fc = np.isfinite(base), np.isfinite(cand)
+    both = fb & fc & (base != 0)
+    out[both] = (base[both] - cand[both]) / base[both]
+    out[fb & ~fc & ~np.isnan(cand)] = -np.inf
+    out[~fb & fc & ~np.isnan(base)] = 1.0
+    out[np.isinf(base) & np.isinf(cand)] = 0.0
+    return out
+
+
+def choose(candidates: Sequence[tuple[int, int]], combined: np.ndarray, mask: np.ndarray,
+           allowed: Callable[[np.ndarray], bool]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Prunes, edge by edge in edge order, the edge's candidate with the lowest combined rank (ties:
+    lower op index) whose removal ``allowed`` accepts. Returns (new mask, pruned (edge, op))."""
+    mask = np.array(mask, np.float32)
+    pruned = []
+    for edge in range(space.NUM_EDGES):
+        options = sorted((combined[k], op, k) for k, (e, op) in enumerate(candidates) if e == edge)
+        for _, op, _ in options:
+            trial = mask.copy()
+            trial[edge, op] = 0
+            if allowed(trial):
+                mask = trial
+                pruned.append((edge, op))
+                break
+        else:
+            if options:
+                raise AssertionError(f"no candidate of edge {edge} keeps the budgets")  # cannot happen
+    return mask, pruned
+
+
+# -- the search --------------------------------------------------------------------------------
+@dataclasses.dataclass
+class SearchResult:
+    """What one search found and how (JSON-ready via ``to_json``)."""
+
+    cell: space.Cell
+    seed: int
+    rounds: list[dict[str, Any]]
+    wall_seconds: float
+    engine_seconds: float
+    compile_seconds: float
+    report: dict[str, Any]
+    engine_breakdown: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cell": self.cell.to_string(), "index": self.cell.index, "seed": self.seed,
+                **self.report, "rounds": self.rounds,
+                "time": {"wall_s": self.wall_seconds, "engine_s": self.engine_seconds,
+                         "compile_s": self.compile_seconds, "engine_breakdown_s": self.engine_breakdown}}
+
+
+ScoreCache = dict  # (seed, round, mask bytes) -> (ntk float64[S], flags str[S], regions int64[S])
+
+
+def round_keys(seed: int, round_index: int, repeats: int) -> list[jax.Array]:
+    """The R keys of a round: the same (seed, round) gives the same draws in every search."""
+    key = jax.random.fold_in(jax.random.key(seed), round_index)
+    return list(jax.random.split(key, repeats))
+
+
+def score_masks(engine: engine_lib.ProxyEngine, base: np.ndarray, cands: np.ndarray, keys, seed: int,
+                round_index: int, cache: ScoreCache | None) -> dict[str, np.ndarray]:
+    """``engine.score_round``, with masks already scored under the same (seed, round) in this
+    ``cache`` (e.g. by another weight setting's search) reused, not recomputed."""
+    masks = np.concatenate([np.asarray(base, np.float32)[None], cands])
+    tags = [(seed, round_index, len(keys), m.tobytes()) for m in masks]
+    todo = [k for k, t in enumerate(tags) if cache is None or t not in cache]
+    fresh = {}
+    if todo:  # the first mask to score plays the base: score_round treats all masks alike
+        out = engine.score_round(masks[todo[0]], masks[todo[1:]], keys)
+        for j, k in enumerate(todo):
+            fresh[k] = (out["ntk"][j], out["ntk_flag"][j], out["regions"][j])
+            if cache is not None:
+                cache[tags[k]] = fresh[k]
+    rows = [fresh[k] if k in fresh else cache[tags[k]] for k in range(len(masks))]
+    return {"ntk": np.stack([r[0] for r in rows]), "ntk_flag": np.stack([r[1] for r in rows]),
+            "regions": np.stack([r[2] for r in rows])}
+
+
+def search(engine: engine_lib.ProxyEngine, seed: int, config: SearchConfig | None = None, *,
+           costs: SpaceCosts | None = None, benchmark: benchmark_lib.Benchmark | None = None,
+           cache: ScoreCache | None = None, progress: bool = True) -> SearchResult:
+    """Runs one pruning search.
+
+    Args:
+      engine: the proxy engine (its config fixes the dataset, NTK mode and proxy networks).
+      seed: seeds every round's draws (``round_keys``).
+      config: objective, repeats and budgets.
+      costs: the deployed network's costs (default: NB201's C=16, N=5 network for the engine's
+        dataset on the default device).
+      benchmark: where the found cell's accuracies come from (default: the built-in table).
+      cache: scores shared between searches of the same engine and seed.
+      progress: a progress bar over rounds.
+    """
+    config = config or SearchConfig()
+    start = time.perf_counter()
+    compile_before = engine.compile_seconds
+    seconds_before = dict(getattr(engine, "seconds", {}))
+    dataset = engine.config.dataset
+    costs = costs or default_costs(dataset)
+    mask = initial_mask(config)
+    feasible = costs.check(config.budgets, mask, config.require_path)
+    feasible_ops = costs.ops[feasible]  # within the initial mask
+
+    def allowed(m):
+        return bool(contains(m, feasible_ops).any())
+
+    rounds: list[dict[str, Any]] = []
+    engine_seconds = 0.0
+    total_rounds = int((mask > 0).sum(-1).max()) - 1
+    bar = tqdm(total=total_rounds, desc=f"search seed {seed}", disable=not progress, leave=False)
+    while (mask > 0).sum(-1).max() > 1:
+        r = len(rounds)
+        candidates = [(e, o) for e in range(space.NUM_EDGES) if (mask[e] > 0).sum() > 1
+                      for o in range(space.NUM_OPS) if mask[e, o] > 0]
+        cand_masks = np.stack([_without(mask, e, o) for e, o in candidates])
+        t = time.perf_counter()
+        scores = score_masks(engine, mask, cand_masks, round_keys(seed, r, config.repeats), seed, r, cache)
+        engine_seconds += time.perf_counter() - t
+        share = costs.supernet_share(mask)
+        idx = tuple(np.array(candidates).T)
+        indicators = {
+            "ntk": -relative_decrease(scores["ntk"][0][None], scores["ntk"][1:]).mean(axis=1),
+            "regions": relative_decrease(scores["regions"][0][None], scores["regions"][1:]).mean(axis=1),
+            "flops": -share["flops"][idx],
+            "latency": -share["latency"][idx],
+        }
+        ranks, combined = combine(indicators, config.weights, config.precision)
+        mask, pruned = choose(candidates, combined, mask, allowed)
+        rounds.append(_round_log(r, candidates, scores, indicators, ranks, combined, pruned))
+        logging.info("seed %d round %d: %d candidates, pruned %s", seed, r, len(candidates),
+                     ", ".join(f"{space.EDGES[e][0]}->{space.EDGES[e][1]} {space.OPS[o]}" for e, o in pruned))
+        bar.update(1)
+    bar.close()
+    cell = space.Cell(tuple(space.OPS[o] for o in mask.argmax(-1)))
+    report = cell_report(cell, costs, benchmark)
+    breakdown = {k: v - seconds_before.get(k, 0.0) for k, v in getattr(engine, "seconds", {}).items()}
+    return SearchResult(cell, seed, rounds, time.perf_counter() - start, engine_seconds,
+                        engine.compile_seconds - compile_before, report, breakdown)
+
+
+def initial_mask(config: SearchConfig) -> np.ndarray:
+    """float32[6, 5]: the supernet the search starts from."""
+    mask = np.ones((space.NUM_EDGES, space.NUM_OPS), np.float32)
+    if config.drop_none:
+        mask[:, _NONE] = 0
+    return mask
+
+
+def _without(mask: np.ndarray, edge: int, op: int) -> np.ndarray:
+    m = mask.copy()
+    m[edge, op] = 0
+    return m
+
+
+def _round_log(r, candidates, scores, indicators, ranks, combined, pruned) -> dict[str, Any]:
+    def num(x):
+        x = float(x)
+        return x if math.isfinite(x) else str(x)
+
+    rows = []
+    for k, (e, o) in enumerate(candidates):
+        rows.append({"edge": f"{space.EDGES[e][0]}->{space.EDGES[e][1]}", "op": space.OPS[o],
+                     "ntk_condition": [num(c) for c in scores["ntk"][k + 1]],
+                     "regions": [int(c) for c in scores["regions"][k + 1]],
+                     "indicators": {n: num(v[k]) for n, v in indicators.items()},
+                     "ranks": {n: int(v[k]) for n, v in ranks.items()},
+                     "combined_rank": num(combined[k]),
+                     "pruned": (e, o) in pruned})
+    return {"round": r,
+            "base": {"ntk_condition": [num(c) for c in scores["ntk"][0]],
+                     "ntk_flag": [str(f) for f in scores["ntk_flag"][0]],
+                     "regions": [int(c) for c in scores["regions"][0]]},
+            "candidates": rows,
+            "pruned": [{"edge": f"{space.EDGES[e][0]}->{space.EDGES[e][1]}", "op": space.OPS[o]} for e, o in pruned]}
+
+
+@functools.cache
+def default_costs(dataset: str) -> SpaceCosts:
+    """NB201's deployed network (C=16, N=5) for ``dataset`` on the default device."""
+    return SpaceCosts(sk.Skeleton.for_dataset(dataset, C=16, N=5))
+
+
+def cell_report(cell: space.Cell, costs: SpaceCosts, benchmark: benchmark_lib.Benchmark | None = None
+                ) -> dict[str, Any]:
+    """The found cell's accuracies and deployed costs."""
+    benchmark = benchmark or benchmark_lib.BuiltinBenchmark()
+    lat = latency_lib.estimate_latency(cell, costs.lut, costs.skeleton)
+    mem = memory_lib.estimate_memory(cell, costs.skeleton, dead_edges=costs.lut.device.dead_edges)
+    return {
+        "nb201": benchmark.query(cell).to_json(),
+        "hardware": {
+            "device": costs.lut.device.name,
+            "skeleton": {"C": costs.skeleton.C, "N": costs.skeleton.N, "dataset_resolution": costs.skeleton.resolution},
+            "latency_ms": lat.total_ms,
+            "latency": lat.to_json(),
+            "latency_by_unit_ms": lat.by_unit(),
+            "mflops": flops_lib.count_flops(costs.skeleton, cell) / 1e6,
+            "mparams": flops_lib.count_params(costs.skeleton, cell) / 1e6,
+            "flash_kb": mem.flash_bytes / 1024,
+            "sram_kb": mem.sram_bytes / 1024,
+            "memory": mem.to_json(),
+        },
+    }
+
+
+def format_result(result: Mapping[str, Any], dataset: str = "cifar10") -> str:
+    """A readable summary of ``SearchResult.to_json()``."""
+    hw = result["hardware"]
+    acc = result["nb201"]["test_accuracy"]
+    lines = [
+        f"found cell #{result['index']} (seed {result['seed']}): {result['cell']}",
+        "  NB201 test accuracy: " + ", ".join(f"{d} {a:.2f}%" for d, a in acc.items())
+        + f"  [searched on {dataset}]",
+        f"  {hw['device']}: latency {hw['latency_ms']:.1f} ms, {hw['mflops']:.2f} MFLOPs, "
+        f"{hw['mparams']:.3f} M params, flash {hw['flash_kb']:.1f} KB, peak SRAM {hw['sram_kb']:.1f} KB",
+        "  latency by unit (ms): " + ", ".join(f"{u} {ms:.1f}" for u, ms in hw["latency_by_unit_ms"].items()),
+    ]
+    for rd in result["rounds"]:
+        lines.append(f"  round {rd['round']}: {len(rd['candidates'])} candidates, pruned "
+                     + ", ".join(f"{p['edge']} {p['op']}" for p in rd["pruned"]))
+    t = result["time"]
+    lines.append(f"  time: {t['wall_s']:.1f} s wall, {t['engine_s']:.1f} s in the proxy engine "
+                 f"(of which {t['compile_s']:.1f} s compiling)")
+    return "\n".join(lines)

@@ -1,0 +1,284 @@
+"""The pruning search: ranking on hand-made indicators (ties, NaN, inf), budgets, the batched round,
+resumable batches, determinism, the launcher."""
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from cells import space
+from micronas_jax import batch, search
+from micronas_jax.proxies import engine as engine_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# -- ranking on hand-made values ---------------------------------------------------------------
+def test_dense_rank_ties_nan_and_infinities():
+    v = np.array([0.5, -np.inf, 0.1234, 0.1231, np.nan, np.inf, 0.5])
+    np.testing.assert_array_equal(search.dense_rank(v, precision=3), [2, 0, 1, 1, 4, 3, 2])
+    np.testing.assert_array_equal(search.dense_rank(v, precision=4), [3, 0, 2, 1, 5, 4, 3])
+    assert search.dense_rank(np.array([np.nan, np.nan])).tolist() == [0, 0]
+
+
+def test_relative_decrease_makes_infinities_explicit():
+    base = np.array([2.0, 2.0, np.inf, np.inf, 4.0])
+    cand = np.array([1.0, np.inf, 3.0, np.inf, 4.0])
+    np.testing.assert_array_equal(search.relative_decrease(base, cand), [0.5, -np.inf, 1.0, 0.0, 0.0])
+    assert math.isnan(search.relative_decrease(np.array([np.nan]), np.array([1.0]))[0])
+
+
+def test_combine_and_choose_follow_tenas_on_hand_made_values():
+    # Two edges, three candidates each (edge, op); lower indicator = better to prune.
+    cands = [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)]
+    ind = {"ntk": np.array([0.1, 0.3, 0.2, np.nan, -np.inf, 0.0]),
+           "regions": np.array([0.2, 0.1, 0.3, 0.0, 0.5, 0.0]),
+           "flops": np.array([-0.0, -0.1, -0.3, -0.0, -0.1, -0.3]),
+           "latency": np.array([-0.0, -0.1, -0.3, -0.0, -0.1, -0.3])}
+    ranks, combined = search.combine(ind, {"ntk": 1, "regions": 1, "flops": 0, "latency": 0})
+    np.testing.assert_array_equal(ranks["ntk"], [2, 4, 3, 5, 0, 1])  # NaN last, -inf first
+    np.testing.assert_array_equal(ranks["regions"], [2, 1, 3, 0, 4, 0])
+    np.testing.assert_array_equal(combined, [4, 5, 6, 5, 4, 1])
+    mask = np.zeros((6, 5), np.float32)
+    mask[:2, 1:4] = 1
+    mask[2:, 1] = 1
+    new, pruned = search.choose(cands, combined, mask, lambda m: True)
+    assert pruned == [(0, 1), (1, 3)]
+    assert new[0, 1] == 0 and new[1, 3] == 0 and new.sum() == mask.sum() - 2
+    # The latency weight turns the choice towards the costly op.
+    _, combined = search.combine(ind, {"ntk": 1, "regions": 1, "flops": 0, "latency": 3})
+    assert search.choose(cands, combined, mask, lambda m: True)[1] == [(0, 3), (1, 3)]
+    # Ties break towards the lower op index; a disallowed prune falls to the next best.
+    tie = np.array([1.0, 1.0, 1.0, 2.0, 2.0, 2.0])
+    assert search.choose(cands, tie, mask, lambda m: True)[1] == [(0, 1), (1, 1)]
+    assert search.choose(cands, tie, mask, lambda m: m[0, 1] > 0)[1] == [(0, 2), (1, 1)]
+
+
+# -- a stand-in engine: deterministic pseudo-scores, no JAX ---------------------------------------
+class FakeEngine:
+    """Scores a mask by a hash of (mask, key), with conditions sometimes infinite: the search's
+    logic at test speed."""
+
+    def __init__(self, dataset="cifar10"):
+        self.config = engine_lib.ProxyConfig(dataset=dataset)
+        self.source = type("S", (), {"describe": lambda self: "fake"})()
+        self.compile_seconds = 0.0
+        self.calls = 0
+
+    def score_round(self, base, cands, keys):
+        self.calls += 1
+        masks = np.concatenate([np.asarray(base)[None], cands])
+        seeds = [int(np.asarray(jax.random.key_data(k)).sum()) for k in keys]
+        ntk = np.empty((len(masks), len(keys)))
+        regions = np.empty((len(masks), len(keys)), np.int64)
+        for i, m in enumerate(masks):
+            for j, s in enumerate(seeds):
+                rng = np.random.default_rng([s, *np.flatnonzero(m.ravel() > 0)])
+                ntk[i, j] = np.inf if rng.random() < 0.05 else rng.lognormal(3, 1)
+                regions[i, j] = rng.integers(100, 1000)
+        flags = np.where(np.isinf(ntk), "singular", "")
+        return {"ntk": ntk, "ntk_flag": flags, "regions": regions}
+
+
+@pytest.fixture(scope="module")
+def costs():
+    return search.default_costs("cifar10")
+
+
+def test_search_meets_random_budgets(costs):
+    rng = np.random.default_rng(0)
+    engine = FakeEngine()
+    for trial in range(12):
+        # Budgets drawn between the space's 5th and 60th percentiles, one to four at a time.
+        names = rng.choice(["latency_ms", "flash_kb", "sram_kb", "mflops"], size=rng.integers(1, 5), replace=False)
+        limits = {n: float(np.percentile(costs.cells[n], rng.uniform(5, 60))) for n in names}
+        budgets = search.Budgets(**limits)
+        config = search.SearchConfig(repeats=2, budgets=budgets, w_latency=float(rng.choice([0, 2])),
+                                     drop_none=bool(trial % 2))
+        try:
+            result = search.search(engine, trial, config, costs=costs, progress=False)
+        except search.BudgetError:
+            within = search.contains(search.initial_mask(config), costs.ops) & costs.connected
+            assert not (costs.feasible(budgets) & within).any()
+            continue
+        hw = result.report["hardware"]
+        for name, limit in limits.items():
+            assert hw[name] <= limit + 1e-9, (trial, name, hw[name], limit)
+        assert costs.connected[result.cell.index]
+
+
+def test_impossible_budget_fails_at_start_naming_it(costs):
+    with pytest.raises(search.BudgetError, match=r"latency_ms <= 1 \(the least any cell reaches is"):
+        search.search(FakeEngine(), 0, search.SearchConfig(budgets=search.Budgets(latency_ms=1.0)),
+                      costs=costs, progress=False)
+    # Each budget alone can be met, but not together (in this space one cell is the cheapest by
+    # every measure, so anti-correlated costs are made up).
+    made_up = copy.copy(costs)
+    x = np.arange(space.NUM_CELLS, dtype=np.float64)
+    made_up.cells = {**costs.cells, "latency_ms": x, "flash_kb": space.NUM_CELLS - x}
+    with pytest.raises(search.BudgetError, match="at once"):
+        made_up.check(search.Budgets(latency_ms=100, flash_kb=200),
+                      search.initial_mask(search.SearchConfig(drop_none=False)))
+
+
+def test_search_structure_and_determinism(costs):
+    config = search.SearchConfig(repeats=2)
+    a = search.search(FakeEngine(), 5, config, costs=costs, progress=False)
+    b = search.search(FakeEngine(), 5, config, costs=costs, progress=False)
+    assert a.cell == b.cell
+    assert [len(r["candidates"]) for r in a.rounds] == [24, 18, 12]
+    assert all(len(r["pruned"]) == 6 for r in a.rounds)
+    assert "none" not in a.cell.ops
+    keep = search.search(FakeEngine(), 5, search.SearchConfig(repeats=2, drop_none=False), costs=costs,
+                         progress=False)
+    assert [len(r["candidates"]) for r in keep.rounds] == [30, 24, 18, 12]
+    json.dumps(a.to_json())  # JSON-ready
+
+
+def test_score_cache_reuses_masks_of_the_same_seed_and_round(costs):
+    engine, cache = FakeEngine(), {}
+    a = search.search(engine, 3, search.SearchConfig(repeats=1), costs=costs, cache=cache, progress=False)
+    calls = engine.calls
+    b = search.search(engine, 3, search.SearchConfig(repeats=1), costs=costs, cache=cache, progress=False)
+    assert engine.calls == calls and a.cell == b.cell  # every mask of the same search was cached
+    c = search.search(engine, 3, search.SearchConfig(repeats=1, w_latency=5), costs=costs, cache=cache,
+                      progress=False)
+    assert c.rounds[0]["candidates"] == a.rounds[0]["candidates"] or engine.calls > calls
+
+
+# -- batches: resume after a kill ------------------------------------------------------------------
+def test_batch_resumes_after_a_kill_without_losing_finished_searches(tmp_path, costs, monkeypatch):
+    path = tmp_path / "runs.jsonl"
+    configs = {"acc": search.SearchConfig(repeats=1), "lat": search.SearchConfig(repeats=1, w_latency=2)}
+    jobs = batch.grid([0, 1], ["cifar10"], configs)
+    ran = []
+    real = search.search
+
+    def killed_on_third(engine, seed, config, **kw):
+        if len(ran) == 2:
+            raise KeyboardInterrupt("killed")
+        ran.append(seed)
+        return real(engine, seed, config, **kw)
+
+    monkeypatch.setattr(search, "search", killed_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        batch.run(jobs, path, lambda d: FakeEngine(d), costs=lambda d: costs, progress=False)
+    assert len(path.read_text().splitlines()) == 2
+    with open(path, "a") as f:
+        f.write('{"key": "half a line')  # a kill in the middle of a write
+    monkeypatch.setattr(search, "search", real)
+    calls = []
+
+    def counting(engine, seed, config, **kw):
+        calls.append(seed)
+        return real(engine, seed, config, **kw)
+
+    monkeypatch.setattr(search, "search", counting)
+    records = batch.run(jobs, path, lambda d: FakeEngine(d), costs=lambda d: costs, progress=False)
+    assert calls == [1, 1]  # only the two searches not finished before the kill
+    assert [r["job"]["seed"] for r in records] == [0, 0, 1, 1]
+    assert len(path.read_text().splitlines()) == 4
+    rows = batch.summarize(records)
+    assert [r["searches"] for r in rows] == [2, 2]
+    assert "acc" in batch.format_summary(rows)
+    # A rerun runs nothing.
+    calls.clear()
+    again = batch.run(jobs, path, lambda d: FakeEngine(d), costs=lambda d: costs, progress=False)
+    assert calls == [] and [r["result"]["index"] for r in again] == [r["result"]["index"] for r in records]
+
+
+def test_corrupt_results_file_is_refused_naming_the_line(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    path.write_text('not json\n{"key": "k"}\n')
+    with pytest.raises(ValueError, match="corrupt at line 1"):
+        batch.read_results(path)
+
+
+# -- the real engine --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_engine():
+    config = engine_lib.ProxyConfig(C=2, N=1, batch_size=8, lr_batch=64, lr_batches=2)
+    return engine_lib.ProxyEngine(config)
+
+
+def test_batched_round_equals_one_by_one(small_engine):
+    base = search.initial_mask(search.SearchConfig())
+    cands = np.stack([search._without(base, e, o) for e, o in [(0, 1), (2, 3), (5, 4), (3, 2)]])
+    keys = search.round_keys(0, 0, 2)
+    together = small_engine.score_round(base, cands, keys)
+    for k, m in enumerate(cands):
+        alone = small_engine.score_round(base, m[None], keys)
+        np.testing.assert_allclose(alone["ntk"][1], together["ntk"][k + 1], rtol=1e-4)
+        np.testing.assert_array_equal(alone["regions"][1], together["regions"][k + 1])
+    np.testing.assert_allclose(alone["ntk"][0], together["ntk"][0], rtol=1e-4)
+
+
+def test_real_search_same_seed_same_cell(small_engine, costs):
+    config = search.SearchConfig(repeats=1, w_latency=1)
+    a = search.search(small_engine, 7, config, costs=costs, progress=False)
+    b = search.search(engine_lib.ProxyEngine(small_engine.config), 7, config, costs=costs, progress=False)
+    assert a.cell == b.cell
+    assert [r["pruned"] for r in a.rounds] == [r["pruned"] for r in b.rounds]
+    assert a.report["nb201"]["index"] == a.cell.index
+    assert "found cell #" in search.format_result(a.to_json())
+
+
+@pytest.mark.slow
+def test_launcher_writes_results_and_resumes(tmp_path):
+    out, results = tmp_path / "s.json", tmp_path / "s.jsonl"
+    cmd = [sys.executable, os.path.join(ROOT, "experiments", "search.py"), "--repeats=1", "--batch_size=4",
+           f"--results={results}", f"--json_out={out}", "--w_latency=0,2", "--progress=false", "--compilation_cache=",
+           f"--plot_out={tmp_path / 's.png'}"]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "w_flops=0,w_latency=2" in run.stdout and "reference --arch #11472" in run.stdout
+    doc = json.loads(out.read_text())
+    assert len(doc["searches"]) == 2 and (tmp_path / "s.png").stat().st_size > 0
+    for s in doc["searches"]:
+        assert space.from_index(s["result"]["index"]).to_string() == s["result"]["cell"]
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert again.returncode == 0 and len(results.read_text().splitlines()) == 2
+    bad = subprocess.run([*cmd, "--max_latency_ms=1"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert bad.returncode != 0 and "latency_ms <= 1" in bad.stderr
+
+
+def test_launcher_seed_and_switch_lists():
+    from absl import app
+
+    from micronas_jax import search_cli
+
+    assert search_cli._seeds(["0-3", "7"]) == [0, 1, 2, 3, 7]
+    assert search_cli._bools("drop_none", ["true", "False"]) == [True, False]
+    with pytest.raises(app.UsageError, match="'x-y'"):
+        search_cli._seeds(["x-y"])
+    with pytest.raises(app.UsageError, match="maybe"):
+        search_cli._bools("drop_none", ["maybe"])
+
+
+def test_calibrated_lut_is_refused_with_a_clear_error():
+    from micronas_jax.hardware import lut as lut_lib
+
+    calibrated = dataclasses.replace(lut_lib.load_lut(), calibration={"model": "additive"})
+    with pytest.raises(ValueError, match="per-operator LUT"):
+        search.SpaceCosts(search.default_costs("cifar10").skeleton, calibrated)
+
+
+@pytest.mark.slow
+def test_bench_search_launcher(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, os.path.join(ROOT, "experiments", "bench_search.py"), "--seeds=0", "--repeats=1",
+           "--batch_size=4", f"--json_out={out}"]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    (row,) = doc["rows"]
+    assert row["candidates"] == 24 + 18 + 12 and row["masks_scored"] == 57
+    assert 0 < row["engine_s"] <= row["wall_s"] and "jac_mask" in row["breakdown_s"]
+    assert "s/cand." in run.stdout
