@@ -108,7 +108,8 @@ class Head(nn.Module):
         x = nn.relu(ops_lib.batch_norm(train, name="bn")(x))
         self.sow("intermediates", "relu", x)  # read by linear-region counting
         x = jnp.mean(x, axis=(1, 2))
-        return nn.Dense(self.num_classes, kernel_init=self.dense_init, name="classifier")(x)
+        return nn.Dense(self.num_classes, kernel_init=self.dense_init, precision=ops_lib.PRECISION,
+                        name="classifier")(x)
 
 
 class NB201Network(nn.Module):

@@ -48,13 +48,16 @@ def _finish_accuracy_plot(plt, fig, ax, accuracy, path, xlabel, ylabel, title, *
 
 
 def found_cells(cost: np.ndarray, accuracy: np.ndarray, found: Mapping[str, Sequence[int]], path: str | os.PathLike,
-                *, reference: tuple[str, int] | None = None, xlabel: str = "estimated MCU latency (ms)",
-                ylabel: str = "NB201 test accuracy (%)", title: str = "") -> None:
-    """Every cell (grey), the cells found per configuration (one colour each, one marker per
-    search), their mean (a large cross) and a reference cell."""
+                *, reference: tuple[str, int] | None = None, front: np.ndarray | None = None,
+                xlabel: str = "estimated MCU latency (ms)", ylabel: str = "NB201 test accuracy (%)",
+                title: str = "") -> None:
+    """Every cell (grey), optionally their Pareto front, the cells found per configuration (one
+    colour each, one marker per search), their mean (a large cross) and a reference cell."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     ax.scatter(cost, accuracy, s=2, c="0.7", lw=0, label=f"all {len(cost):,} cells", rasterized=True)
+    if front is not None and len(front):
+        ax.plot(cost[front], accuracy[front], "k-", lw=1, drawstyle="steps-post", label="Pareto front")
     for n, (name, indices) in enumerate(found.items()):
         idx = np.asarray(indices)
         ax.scatter(cost[idx], accuracy[idx], s=30, color=f"C{n}", edgecolor="k", alpha=0.7, zorder=3,
@@ -64,3 +67,29 @@ def found_cells(cost: np.ndarray, accuracy: np.ndarray, found: Mapping[str, Sequ
         ax.scatter(cost[reference[1]], accuracy[reference[1]], s=80, marker="*", color="k", zorder=4,
                    label=reference[0])
     _finish_accuracy_plot(plt, fig, ax, accuracy, path, xlabel, ylabel, title, legend_size=7)
+
+
+def batch_size_study(rows: Sequence[Mapping], path: str | os.PathLike, *, title: str = "") -> None:
+    """Kendall tau (mean +- std over draws) of the NTK and of NTK + LR against batch size (log
+    scale), and the engine's seconds per cell on a second axis."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    b = np.array([r["batch_size"] for r in rows])
+    for n, (key, label) in enumerate((("ntk_tau", "NTK condition number"), ("ntk_regions_tau", "NTK + LR ranks"))):
+        ax.errorbar(b, [r[key]["mean"] for r in rows], yerr=[r[key]["std"] for r in rows], marker="o",
+                    capsize=3, color=f"C{n}", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(b, [str(x) for x in b])
+    ax.set_xlabel("NTK batch size")
+    ax.set_ylabel("Kendall tau vs test accuracy")
+    ax.grid(alpha=0.3)
+    cost = ax.twinx()
+    cost.plot(b, [r["seconds_per_cell"] for r in rows], "k--", marker="s", ms=4, label="s / cell (right)")
+    cost.set_yscale("log")
+    cost.set_ylabel("engine seconds per cell")
+    handles = ax.get_legend_handles_labels()[0] + cost.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="lower right")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

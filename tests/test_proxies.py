@@ -106,7 +106,7 @@ def test_batch_statistics_are_the_batch_mean_and_variance(setup):
     # The stem's BN sees the stem conv's output: its batch mean and biased variance.
     kernel = variables["params"]["stem"]["conv"]["kernel"]
     y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"), precision="highest")
     np.testing.assert_allclose(stats["stem"]["bn"]["mean"], y.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(stats["stem"]["bn"]["var"], y.var(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
     # Per-sample rows with those statistics frozen: one sample at a time in eval mode.

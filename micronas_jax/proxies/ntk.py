@@ -178,8 +178,9 @@ def _kernel_rows(kernels: dict, inputs: dict, deltas: dict) -> list[jax.Array]:
         def rows(x_in=x_in, delta=delta, k=k, stride=stride, pad=pad):
             patches = jax.lax.conv_general_dilated_patches(
                 x_in, (k, k), (stride, stride), ((pad, pad), (pad, pad)),
-                dimension_numbers=("NHWC", "HWIO", "NHWC"))
-            return jnp.einsum("bhwp,rbhwc->rpc", patches, delta).reshape(delta.shape[0], -1)
+                dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=ops_lib.PRECISION)
+            rows = jnp.einsum("bhwp,rbhwc->rpc", patches, delta, precision=ops_lib.PRECISION)
+            return rows.reshape(delta.shape[0], -1)
 
         size = k * k * x_in.shape[-1] * delta.shape[-1]
         cols.append(jax.lax.cond(jnp.any(delta != 0), rows,
