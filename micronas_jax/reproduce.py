@@ -49,7 +49,8 @@ class ReproduceConfig:
       repeats: R, draws per pruning round.
       batch_sizes: the batch-size study's NTK batch sizes (the paper's Fig. 1b).
       study_dataset, study_cells, study_seeds: the study's dataset, sampled cells and draws per cell.
-      indicator_cells: cells sampled for the indicator table (per dataset, one draw per seed of the study).
+      indicator_cells: cells sampled for the indicator table, per dataset: the study dataset's
+        scores are the study's at ``batch_size`` (its draws), the others' one draw.
       w_flops, w_latency: the FLOPs- and latency-guided searches' weights.
       budget_quantiles: latency budgets, as quantiles of the latency of the space's connected cells
         (so they scale with the dataset's network): each gives a budgeted search, a random
@@ -236,7 +237,9 @@ class Reproduction:
         ranks) for as long as a standalone pruning search of that seed takes; the best is kept.
 
         The standalone time is the accuracy-only search's wall time less its compilation: later
-        searches of a seed reuse its cached scores, so their own wall time understates the cost."""
+        searches of a seed reuse its cached scores, so their own wall time understates the cost.
+        The random search's own clock includes its first call's compilation (seed 0 of each
+        dataset), which leaves that seed fewer cells."""
         path = self.path("random.jsonl")
         done = batch.read_results(path)
         standalone = {(r["job"]["dataset"], r["job"]["seed"]): r["result"]["time"] for r in records
