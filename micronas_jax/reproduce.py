@@ -71,7 +71,7 @@ class ReproduceConfig:
     w_flops: tuple[float, ...] = (1.0, 3.0)
     w_latency: tuple[float, ...] = (1.0, 3.0, 5.0)
     budget_quantiles: tuple[float, ...] = (0.25, 0.5)
-    hybrid: tuple[float, float, float, float] = (1.0, 1.0, 0.0, 3.0)
+    hybrid: tuple[float, float, float, float] = (1.0, 1.0, 0.0, search.DEFAULT_W_LATENCY)
     batch_size: int = 32
     sample_seed: int = 0
 

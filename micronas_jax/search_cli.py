@@ -22,10 +22,6 @@ from micronas_jax import batch, benchmark, cli, inputs, plots, search
 from micronas_jax.hardware import lut as lut_lib
 from micronas_jax.proxies import engine as engine_lib
 
-DEFAULT_W_LATENCY = 3.0
-"""The default latency weight: the largest latency cut within 1 pt of accuracy-only accuracy in the
-README's 10-seed CIFAR-10 study (1.8x lower latency, -0.7 pt)."""
-
 RESNET_CELL = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
 
 _ARCH = flags.DEFINE_string("arch", RESNET_CELL, "Reference cell (string or index) reported beside the found ones.")
@@ -34,7 +30,7 @@ _DATASETS = flags.DEFINE_list("datasets", ["cifar10"], f"Datasets to search for:
 _W_NTK = flags.DEFINE_float("w_ntk", 1.0, "Weight of the NTK condition-number rank.")
 _W_REGIONS = flags.DEFINE_float("w_regions", 1.0, "Weight of the linear-region rank.")
 _W_FLOPS = flags.DEFINE_list("w_flops", ["0"], "Weight(s) of the FLOPs rank.")
-_W_LATENCY = flags.DEFINE_list("w_latency", [str(DEFAULT_W_LATENCY)],
+_W_LATENCY = flags.DEFINE_list("w_latency", [str(search.DEFAULT_W_LATENCY)],
                                "Weight(s) of the MCU-latency rank (0 with --w_flops=0: TE-NAS's search).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Seeds (initialisations and batches) per round.")
 _DROP_NONE = flags.DEFINE_list("drop_none", ["true"], "Remove 'none' from every edge before the first round "
