@@ -23,7 +23,7 @@ def cost_vs_accuracy(cost: np.ndarray, accuracy: np.ndarray, path: str | os.Path
                      title: str = "", logx: bool = True) -> None:
     """Scatter of every cell (grey), its Pareto front (black line) and named cells (coloured)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(11, 4.8), dpi=120)
     ax.scatter(cost, accuracy, s=2, c="0.7", lw=0, label=f"all {len(cost):,} cells", rasterized=True)
     if front is not None and len(front):
         ax.plot(cost[front], accuracy[front], "k-", lw=1, drawstyle="steps-post", label="Pareto front")
@@ -32,16 +32,22 @@ def cost_vs_accuracy(cost: np.ndarray, accuracy: np.ndarray, path: str | os.Path
     _finish_accuracy_plot(plt, fig, ax, accuracy, path, xlabel, ylabel, title, logx=logx, legend_size=8)
 
 
-def _finish_accuracy_plot(plt, fig, ax, accuracy, path, xlabel, ylabel, title, *, logx=True, legend_size=8):
+def _finish_accuracy_plot(plt, fig, ax, accuracy, path, xlabel, ylabel, title, *, logx=True, legend_size=8,
+                          bottom=None, legend_outside=False):
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     finite = accuracy[np.isfinite(accuracy)]
-    ax.set_ylim(np.percentile(finite, 1) - 5, finite.max() + 1)  # the few degenerate cells fall below
+    if bottom is None:
+        bottom = np.percentile(finite, 1) - 5  # the few degenerate cells fall below
+    ax.set_ylim(bottom, finite.max() + 1)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=legend_size, loc="lower right")
+    if legend_outside:
+        ax.legend(fontsize=legend_size, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    else:
+        ax.legend(fontsize=legend_size, loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -54,7 +60,7 @@ def found_cells(cost: np.ndarray, accuracy: np.ndarray, found: Mapping[str, Sequ
     """Every cell (grey), optionally their Pareto front, the cells found per configuration (one
     colour each, one marker per search), their mean (a large cross) and a reference cell."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(11, 4.8), dpi=120)
     ax.scatter(cost, accuracy, s=2, c="0.7", lw=0, label=f"all {len(cost):,} cells", rasterized=True)
     if front is not None and len(front):
         ax.plot(cost[front], accuracy[front], "k-", lw=1, drawstyle="steps-post", label="Pareto front")
@@ -66,7 +72,10 @@ def found_cells(cost: np.ndarray, accuracy: np.ndarray, found: Mapping[str, Sequ
     if reference is not None:
         ax.scatter(cost[reference[1]], accuracy[reference[1]], s=80, marker="*", color="k", zorder=4,
                    label=reference[0])
-    _finish_accuracy_plot(plt, fig, ax, accuracy, path, xlabel, ylabel, title, legend_size=7)
+    shown = [i for idx in found.values() for i in idx] + ([reference[1]] if reference else [])
+    bottom = min(accuracy[shown].min() - 3, np.percentile(accuracy, 50)) if shown else None
+    _finish_accuracy_plot(plt, fig, ax, accuracy, path, xlabel, ylabel, title, legend_size=7, bottom=bottom,
+                          legend_outside=True)
 
 
 def batch_size_study(rows: Sequence[Mapping], path: str | os.PathLike, *, title: str = "") -> None:
