@@ -23,6 +23,9 @@ from micronas_jax import benchmark as benchmark_lib
 from micronas_jax import search as search_lib
 from micronas_jax.proxies import engine as engine_lib
 
+_LATER_FIELDS = {"w_budget": 0.0}
+"""SearchConfig fields added after result files existed: left out of a job's key at their default."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Job:
@@ -34,8 +37,11 @@ class Job:
     seed: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "dataset": self.dataset, "seed": self.seed,
-                "config": dataclasses.asdict(self.config)}
+        config = dataclasses.asdict(self.config)
+        for field, default in _LATER_FIELDS.items():  # keep result files written before them valid
+            if config[field] == default:
+                del config[field]
+        return {"name": self.name, "dataset": self.dataset, "seed": self.seed, "config": config}
 
     def key(self, proxy: Mapping[str, Any]) -> str:
         """Identifies the job's result: the job and the proxy settings (not the name)."""

@@ -83,6 +83,9 @@ class SearchConfig:
     Attributes:
       w_ntk, w_regions, w_flops, w_latency: weights of the indicators' ranks (w_flops = w_latency
         = 0 is TE-NAS's accuracy-only search).
+      w_budget: weight of the budget-pressure rank (opt-in; nothing without budgets): the share
+        of the state's feasible cells that use the op on its edge, so that an op few cells within
+        the budgets can use is pruned early rather than forced out in the last round.
       repeats: seeds (fresh initialisations and batches) per round, R.
       drop_none: remove ``none`` from every edge before the first round (TE-NAS).
       budgets: hard limits.
@@ -97,6 +100,7 @@ class SearchConfig:
     w_regions: float = 1.0
     w_flops: float = 0.0
     w_latency: float = 0.0
+    w_budget: float = 0.0
     repeats: int = 3
     drop_none: bool = True
     budgets: Budgets = Budgets()
@@ -106,7 +110,7 @@ class SearchConfig:
     def __post_init__(self):
         if self.repeats < 1:
             raise ValueError(f"repeats must be at least 1, got {self.repeats}")
-        for name in ("w_ntk", "w_regions", "w_flops", "w_latency"):
+        for name in ("w_ntk", "w_regions", "w_flops", "w_latency", "w_budget"):
             w = getattr(self, name)
             if not (math.isfinite(w) and w >= 0):
                 raise ValueError(f"{name} must be finite and non-negative, got {w}")
@@ -114,7 +118,7 @@ class SearchConfig:
     @property
     def weights(self) -> dict[str, float]:
         return {"ntk": self.w_ntk, "regions": self.w_regions, "flops": self.w_flops,
-                "latency": self.w_latency}
+                "latency": self.w_latency, "budget": self.w_budget}
 
 
 # -- hardware costs over the space -------------------------------------------------------------
@@ -343,6 +347,7 @@ def search(engine: engine_lib.ProxyEngine, seed: int, config: SearchConfig | Non
             "regions": relative_decrease(scores["regions"][0][None], scores["regions"][1:]).mean(axis=1),
             "flops": -share["flops"][idx],
             "latency": -share["latency"][idx],
+            "budget": _budget_pressure(mask, feasible_ops, bool(config.budgets.active()))[idx],
         }
         ranks, combined = combine(indicators, config.weights, config.precision)
         mask, pruned = choose(candidates, combined, mask, allowed)
@@ -356,6 +361,15 @@ def search(engine: engine_lib.ProxyEngine, seed: int, config: SearchConfig | Non
     breakdown = {k: v - seconds_before.get(k, 0.0) for k, v in getattr(engine, "seconds", {}).items()}
     return SearchResult(cell, seed, rounds, time.perf_counter() - start, engine_seconds,
                         engine.compile_seconds - compile_before, report, breakdown)
+
+
+def _budget_pressure(mask: np.ndarray, feasible_ops: np.ndarray, active: bool) -> np.ndarray:
+    """float64[6, 5]: the share of the feasible cells still within ``mask`` that use each (edge,
+    op); zeros without budgets (every op then has the same share of the state's cells)."""
+    if not active:
+        return np.zeros(mask.shape)
+    within = feasible_ops[contains(mask, feasible_ops)]  # int[F, 6]
+    return (within[:, :, None] == np.arange(space.NUM_OPS)).mean(axis=0)
 
 
 def initial_mask(config: SearchConfig) -> np.ndarray:

@@ -32,6 +32,8 @@ _W_REGIONS = flags.DEFINE_float("w_regions", 1.0, "Weight of the linear-region r
 _W_FLOPS = flags.DEFINE_list("w_flops", ["0"], "Weight(s) of the FLOPs rank.")
 _W_LATENCY = flags.DEFINE_list("w_latency", [str(search.DEFAULT_W_LATENCY)],
                                "Weight(s) of the MCU-latency rank (0 with --w_flops=0: TE-NAS's search).")
+_W_BUDGET = flags.DEFINE_float("w_budget", 0.0, "Weight of the budget-pressure rank (with budgets: prune early the "
+                                "ops few cells within the budgets use).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Seeds (initialisations and batches) per round.")
 _DROP_NONE = flags.DEFINE_list("drop_none", ["true"], "Remove 'none' from every edge before the first round "
                                "(TE-NAS); 'true', 'false' or both (a grid).")
@@ -91,11 +93,13 @@ def configs() -> dict[str, search.SearchConfig]:
             _floats("max_latency_ms", _MAX_LATENCY.value, True), _floats("max_flash_kb", _MAX_FLASH.value, True),
             _floats("max_sram_kb", _MAX_SRAM.value, True), _floats("max_mflops", _MAX_MFLOPS.value, True)):
         budgets = search.Budgets(lat, fl, sr, mf)
-        name = (f"w_flops={wf:g},w_latency={wl:g}" + ("" if dn else ",keep_none")
+        name = (f"w_flops={wf:g},w_latency={wl:g}" + (f",w_budget={_W_BUDGET.value:g}" if _W_BUDGET.value else "")
+                + ("" if dn else ",keep_none")
                 + "".join(f",{k}<={v:g}" for k, v in budgets.active().items()))
         try:
             out[name] = search.SearchConfig(w_ntk=_W_NTK.value, w_regions=_W_REGIONS.value, w_flops=wf, w_latency=wl,
-                                            repeats=_REPEATS.value, drop_none=dn, budgets=budgets)
+                                            w_budget=_W_BUDGET.value, repeats=_REPEATS.value, drop_none=dn,
+                                            budgets=budgets)
         except ValueError as err:
             raise app.UsageError(str(err)) from None
     return out

@@ -101,7 +101,7 @@ def test_search_meets_random_budgets(costs):
         limits = {n: float(np.percentile(costs.cells[n], rng.uniform(5, 60))) for n in names}
         budgets = search.Budgets(**limits)
         config = search.SearchConfig(repeats=2, budgets=budgets, w_latency=float(rng.choice([0, 2])),
-                                     drop_none=bool(trial % 2))
+                                     drop_none=bool(trial % 2), w_budget=float(trial % 3 == 0))
         try:
             result = search.search(engine, trial, config, costs=costs, progress=False)
         except search.BudgetError:
@@ -112,6 +112,30 @@ def test_search_meets_random_budgets(costs):
         for name, limit in limits.items():
             assert hw[name] <= limit + 1e-9, (trial, name, hw[name], limit)
         assert costs.connected[result.cell.index]
+
+
+def test_budget_pressure_prunes_the_op_fewest_feasible_cells_use(costs):
+    budgets = search.Budgets(latency_ms=float(np.percentile(costs.cells["latency_ms"], 30)))
+    config = search.SearchConfig(w_ntk=0, w_regions=0, w_budget=1, repeats=1, budgets=budgets)
+    first = search.search(FakeEngine(), 0, config, costs=costs, progress=False).rounds[0]
+    # Brute force over the space: the cells without 'none' within the budget, and each op's share per edge.
+    feasible = costs.ops[(costs.cells["latency_ms"] <= budgets.latency_ms) & (costs.ops != 0).all(axis=1)]
+    for row in first["candidates"]:
+        e = next(k for k, (a, b) in enumerate(space.EDGES) if f"{a}->{b}" == row["edge"])
+        o = space.OPS.index(row["op"])
+        assert row["indicators"]["budget"] == pytest.approx((feasible[:, e] == o).mean())
+    share0 = [(round(float((feasible[:, 0] == o).mean()), 3), o) for o in range(1, space.NUM_OPS)]
+    assert first["pruned"][0] == {"edge": "0->1", "op": space.OPS[min(share0)[1]]}  # ties: lower op index
+    # Without budgets the indicator is flat, so it cannot steer the search.
+    free = search.search(FakeEngine(), 0, dataclasses.replace(config, budgets=search.Budgets()), costs=costs,
+                         progress=False)
+    assert all(row["indicators"]["budget"] == 0 for r in free.rounds for row in r["candidates"])
+
+
+def test_job_keys_leave_out_later_fields_at_their_default():
+    job = batch.Job("a", "cifar10", search.SearchConfig(), 0)
+    assert "w_budget" not in job.to_json()["config"]  # result files written before w_budget stay valid
+    assert batch.Job("a", "cifar10", search.SearchConfig(w_budget=1), 0).to_json()["config"]["w_budget"] == 1
 
 
 def test_impossible_budget_fails_at_start_naming_it(costs):
