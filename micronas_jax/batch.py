@@ -80,7 +80,8 @@ def read_results(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     return done
 
 
-def _append(path, record) -> None:
+def append_record(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
+    """Appends one JSON line and syncs it to disk, so a kill loses at most the line being written."""
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()
@@ -130,7 +131,7 @@ def run(jobs: Iterable[Job], results_path: str | os.PathLike, make_engine: Calla
         result = search_lib.search(engine, job.seed, job.config, costs=(costs or search_lib.default_costs)(job.dataset),
                                    benchmark=benchmark, cache=cache, progress=progress)
         record = {"key": key, "job": job.to_json(), "result": result.to_json()}
-        _append(results_path, record)
+        append_record(results_path, record)
         done[key] = record
         records.append(record)
         logging.info("%s seed %d (%s): %s, %.2f%%, %.1f ms, %.1f s", job.name, job.seed, job.dataset,

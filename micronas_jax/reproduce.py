@@ -255,7 +255,7 @@ class Reproduction:
                                      sort_keys=True)
                     if key not in done:
                         done[key] = {"key": key, **self._random_search(d, ms, seed, target)}
-                        batch._append(path, done[key])
+                        batch.append_record(path, done[key])
                     out.append(done[key])
         return out
 
@@ -400,8 +400,6 @@ def _write(path: str, obj: Any) -> None:
 def _json_default(x):
     if isinstance(x, np.generic):
         return x.item()
-    if isinstance(x, float) and not np.isfinite(x):
-        return str(x)
     raise TypeError(f"not JSON-serialisable: {type(x).__name__}")
 
 
