@@ -121,6 +121,15 @@ def score_space(engine: engine_lib.ProxyEngine, indices: Sequence[int], repeats:
             "seconds": np.array([done[(int(i), 0)]["seconds"] for i in idx])}
 
 
+def infinite_last(score: np.ndarray) -> np.ndarray:
+    """Higher-is-better scores with every non-finite one (a flagged NTK) set just below the lowest
+    finite score, so that it ranks last."""
+    score = np.asarray(score, np.float64)
+    finite = score[np.isfinite(score)]
+    floor = finite.min() - 1.0 if len(finite) else 0.0
+    return np.where(np.isfinite(score), score, floor)
+
+
 def _num(x: float) -> float | str:
     return x if math.isfinite(x) else "inf"
 
@@ -147,7 +156,7 @@ def correlations(scores: dict[str, np.ndarray], datasets: Sequence[str] = benchm
         acc = bench.test_accuracies(dataset)[scores["index"]]
         per = {}
         for name, s in proxy_scores(scores, dataset).items():
-            s = np.where(np.isfinite(s), s, np.nanmin(s[np.isfinite(s)]) - 1.0)  # infinite: last
+            s = infinite_last(s)
             per[name] = {"kendall_tau": float(stats.kendalltau(s, acc).statistic),
                          "spearman_rho": float(stats.spearmanr(s, acc).statistic)}
         out[dataset] = per
@@ -166,7 +175,7 @@ def plot(scores: dict[str, np.ndarray], path: str, dataset: str = "cifar10", tit
     fig, axes = plt.subplots(1, len(proxies), figsize=(4 * len(proxies), 3.8), dpi=110)
     acc_rank = stats.rankdata(acc) / len(acc)
     for ax, (name, s) in zip(axes, proxies.items(), strict=True):
-        s = np.where(np.isfinite(s), s, np.nanmin(s[np.isfinite(s)]) - 1.0)
+        s = infinite_last(s)
         tau = stats.kendalltau(s, acc).statistic
         ax.scatter(stats.rankdata(s) / len(s), acc_rank, s=3, alpha=0.4, lw=0)
         ax.set_title(f"{name}: Kendall tau {tau:.3f}", fontsize=9)

@@ -160,7 +160,7 @@ class Reproduction:
             a = acc[s["index"]]
             ntk_tau, hybrid_tau = [], []
             for r in range(cfg.study_seeds):
-                ntk_score = _finite(-np.log(s["ntk"][:, r]))
+                ntk_score = correlate.infinite_last(-np.log(s["ntk"][:, r]))
                 ntk_tau.append(_tau(ntk_score, a))
                 rank_sum = stats.rankdata(-ntk_score) + stats.rankdata(-s["regions"][:, r].astype(np.float64))
                 hybrid_tau.append(_tau(-rank_sum, a))
@@ -187,7 +187,7 @@ class Reproduction:
         for d in cfg.datasets:
             s = self.scores(d, cfg.batch_size, cfg.indicator_cells, cfg.study_seeds if d == cfg.study_dataset else 1)
             idx = s["index"]
-            ntk_score = _finite(-np.log(s["ntk"]).mean(axis=1))
+            ntk_score = correlate.infinite_last(-np.log(s["ntk"]).mean(axis=1))
             regions = s["regions"].astype(np.float64).mean(axis=1)
             c = self.costs(d)
             flops, latency = c.cells["mflops"][idx], c.cells["latency_ms"][idx]
@@ -368,14 +368,6 @@ def _metrics(values: Sequence[Mapping[str, float]]) -> dict[str, Any]:
 
 def _mean_std(v: Sequence[float]) -> dict[str, float]:
     return {"mean": float(np.mean(v)), "std": float(np.std(v))}
-
-
-def _finite(score: np.ndarray) -> np.ndarray:
-    """Infinite scores (flagged NTKs) rank last, below every finite one."""
-    score = np.asarray(score, np.float64)
-    finite = score[np.isfinite(score)]
-    floor = finite.min() - 1.0 if len(finite) else 0.0
-    return np.where(np.isfinite(score), score, floor)
 
 
 def _tau(x: np.ndarray, y: np.ndarray) -> float:
