@@ -182,7 +182,8 @@ def switched_apply(skeleton: sk.Skeleton, variables: Any, x: jax.Array, op_indic
 
     Returns:
       (float[B, num_classes] logits, intermediates): the second holds every convolution's input
-      under the masked supernet's module paths (``.../conv/conv_in``), for the structured NTK.
+      under the masked supernet's module paths (``.../conv/conv_in``), for the structured NTK, and
+      for the cell's convolutions whether each runs (``.../conv/alive``, a bool scalar).
     """
     inter: dict[str, Any] = {}
 
@@ -224,8 +225,10 @@ def _switched_cell(cell_vars, x, op_indices, train):
         for src in range(node):
             edge = space.EDGES.index((src, node))
             for k in (1, 3):  # both conv operators read relu(node src), whichever runs
-                name = sk.edge_module_name(edge, f"nor_conv_{k}x{k}")
-                inter[name] = {"conv": {"conv_in": (jax.nn.relu(nodes[src]),)}}
+                op = f"nor_conv_{k}x{k}"
+                inter[sk.edge_module_name(edge, op)] = {"conv": {
+                    "conv_in": (jax.nn.relu(nodes[src]),),
+                    "alive": (op_indices[edge] == space.OPS.index(op),)}}  # spares the NTK a scan for zeros
             branches = [jnp.zeros_like, lambda h: h, functools.partial(conv, edge, 1),
                         functools.partial(conv, edge, 3), ops_lib.avg_pool_3x3]  # space.OPS order
             y = jax.lax.switch(op_indices[edge], branches, nodes[src])

@@ -84,7 +84,8 @@ def score_space(engine: engine_lib.ProxyEngine, indices: Sequence[int], repeats:
 
     Returns:
       'index' int[n]; 'ntk' float64[n, repeats] (inf where flagged); 'ntk_flag' str[n, repeats];
-      'regions' int64[n, repeats]; 'seconds' float64[n] (engine wall time per cell, both proxies).
+      'regions' int64[n, repeats]; 'seconds' float64[n] (engine wall time per cell and draw, both
+      proxies).
     """
     header = fingerprint(engine.config, engine.source.describe(), seed)
     done = _read_cache(cache_path, header)
@@ -92,33 +93,47 @@ def score_space(engine: engine_lib.ProxyEngine, indices: Sequence[int], repeats:
         with open(cache_path, "w") as f:
             f.write(json.dumps({"header": header}) + "\n")
     keys = engine_lib.seed_keys(seed, repeats)
-    todo = [int(i) for i in indices if any((int(i), r) not in done for r in range(repeats))]
     if only_cached:
-        missing = set(todo)
-        indices, todo = [i for i in indices if int(i) not in missing], []
+        indices = [i for i in indices if all((int(i), r) in done for r in range(repeats))]
         if not indices:
             raise ValueError(f"scores cache {cache_path} holds none of the requested cells")
-    logging.info("%d of %d cells cached; scoring %d", len(indices) - len(todo), len(indices), len(todo))
-    with tqdm(total=len(todo), disable=not progress, desc="scoring cells", unit="cell") as bar:
-        for start in range(0, len(todo), CHUNK):
-            chunk = todo[start:start + CHUNK]
-            t0 = time.perf_counter()
-            scored = engine.score_cells(chunk, keys, pad_to=CHUNK)
-            seconds = (time.perf_counter() - t0) / len(chunk)
-            with open(cache_path, "a") as f:
-                for k, index in enumerate(chunk):
-                    for r in range(repeats):
-                        rec = {"index": index, "seed": r, "ntk": _num(scored["ntk"][k, r]),
-                               "flag": str(scored["ntk_flag"][k, r]), "regions": int(scored["regions"][k, r]),
-                               "seconds": seconds}
+    # Draw-major: a stopped run leaves whole draws over a uniform sample of cells.
+    todo = [[int(i) for i in indices if (int(i), r) not in done] for r in range(repeats)]
+    logging.info("%d of %d (cell, draw) pairs cached; scoring %d", len(indices) * repeats - sum(map(len, todo)),
+                 len(indices) * repeats, sum(map(len, todo)))
+    with tqdm(total=sum(map(len, todo)), disable=not progress, desc="scoring cells", unit="cell") as bar:
+        for r, cells in enumerate(todo):
+            for start in range(0, len(cells), CHUNK):
+                chunk = cells[start:start + CHUNK]
+                t0 = time.perf_counter()
+                scored = engine.score_cells(chunk, keys[r:r + 1], pad_to=CHUNK)
+                seconds = (time.perf_counter() - t0) / len(chunk)
+                with open(cache_path, "a") as f:
+                    for k, index in enumerate(chunk):
+                        rec = {"index": index, "seed": r, "ntk": _num(scored["ntk"][k, 0]),
+                               "flag": str(scored["ntk_flag"][k, 0]), "regions": int(scored["regions"][k, 0]),
+                               "seconds": seconds, "draws_timed": 1}
                         done[(index, r)] = rec
                         f.write(json.dumps(rec) + "\n")
-            bar.update(len(chunk))
+                bar.update(len(chunk))
     idx = np.asarray(indices, np.int64)
     get = lambda field: [[done[(int(i), r)][field] for r in range(repeats)] for i in idx]  # noqa: E731
     return {"index": idx, "ntk": np.array(get("ntk"), np.float64), "ntk_flag": np.array(get("flag")),
-            "regions": np.array(get("regions"), np.int64),
-            "seconds": np.array([done[(int(i), 0)]["seconds"] for i in idx])}
+            "regions": np.array(get("regions"), np.int64), "seconds": _seconds_per_draw(done, idx, repeats)}
+
+
+def _seconds_per_draw(done: dict, idx: np.ndarray, repeats: int) -> np.ndarray:
+    """float64[n]: engine seconds per (cell, draw), both proxies, averaged over the cell's draws.
+
+    A record timed ``draws_timed`` draws; caches written before that field timed all of a cell's
+    draws in one call, so there each record's time covers the cell's records without the field.
+    """
+    out = np.empty(len(idx))
+    for n, i in enumerate(idx):
+        recs = [done[(int(i), r)] for r in range(repeats)]
+        legacy = sum("draws_timed" not in rec for rec in recs)
+        out[n] = np.mean([rec["seconds"] / rec.get("draws_timed", legacy) for rec in recs])
+    return out
 
 
 def infinite_last(score: np.ndarray) -> np.ndarray:

@@ -53,6 +53,36 @@ def test_resume_after_a_kill_loses_nothing(engine, tmp_path, monkeypatch):
     assert calls == [] and sorted(cached["index"].tolist()) == sorted(indices.tolist())
 
 
+def test_draws_are_scored_draw_major_and_add_up(engine, tmp_path, monkeypatch):
+    """More draws later score only the new draws, with the keys a one-go run uses; time per draw
+    is read right from caches that timed all of a cell's draws at once."""
+    monkeypatch.setattr(correlate, "CHUNK", 2)
+    indices = correlate.sample_indices(3, seed=5)
+    fresh = correlate.score_space(engine, indices, 2, 0, str(tmp_path / "fresh.jsonl"), progress=False)
+    cache = str(tmp_path / "grown.jsonl")
+    correlate.score_space(engine, indices, 1, 0, cache, progress=False)
+    calls = []
+    original = engine.score_cells
+    monkeypatch.setattr(engine, "score_cells",
+                        lambda cells, keys, **kw: calls.append(len(keys)) or original(cells, keys, **kw))
+    grown = correlate.score_space(engine, indices, 2, 0, cache, progress=False)
+    assert calls == [1, 1]  # draw 1 of three cells in chunks of two; draw 0 came from the cache
+    for field in ("ntk", "regions"):
+        np.testing.assert_array_equal(grown[field], fresh[field])
+    # A legacy record timed both draws of its cell: 0.4 s over two draws is 0.2 s per draw.
+    legacy = str(tmp_path / "legacy.jsonl")
+    with open(cache) as f:
+        header = f.readline()
+    with open(legacy, "w") as f:
+        f.write(header)
+        for i in indices:
+            for r in range(2):
+                f.write(json.dumps({"index": int(i), "seed": r, "ntk": 2.0, "flag": "", "regions": 5,
+                                    "seconds": 0.4}) + "\n")
+    got = correlate.score_space(engine, indices, 2, 0, legacy, progress=False, only_cached=True)
+    np.testing.assert_allclose(got["seconds"], 0.2)
+
+
 def test_cache_of_another_configuration_is_refused(engine, tmp_path):
     cache = tmp_path / "scores.jsonl"
     cache.write_text(json.dumps({"header": {"config": {"C": 99}}}) + "\n")

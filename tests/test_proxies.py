@@ -54,13 +54,16 @@ def _reference_jacobian_f64(model, variables, x, mask):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("structured", [True, False])
+@pytest.mark.parametrize("structured", ["one_pass", "grouped", "unstructured"])
 @pytest.mark.parametrize("index", CELLS[1:3])
-def test_exact_gram_equals_float64_reference(setup, index, structured):
-    # structured: all rows in one vmapped backward pass through conv-output perturbations;
-    # otherwise one backward pass per row.
+def test_exact_gram_equals_float64_reference(setup, index, structured, monkeypatch):
+    # one_pass: all rows in one vmapped backward pass through conv-output perturbations; grouped:
+    # the same in passes of two rows (as large batches run); unstructured: one pass per row.
     model, variables, x = setup
-    if not structured:
+    if structured == "grouped":
+        monkeypatch.setattr(ntk, "ROWS_X_BATCH", 2 * B)
+        assert ntk.rows_per_pass(B) == 2
+    if structured == "unstructured":
         variables = _without_perturbations(variables)
     mask = jnp.asarray(space.from_index(index).matrix)
     J = np.asarray(jax.jit(lambda v, x: ntk.jacobian(_apply(model, mask), v, x))(variables, x), np.float64)
@@ -70,6 +73,14 @@ def test_exact_gram_equals_float64_reference(setup, index, structured):
     # Samples interact through BatchNorm: the exact kernel is not the per-sample one.
     J_ps = np.asarray(ntk.jacobian(_apply(model, mask), variables, x, ntk.NTKMode.PER_SAMPLE_BATCH_STATS))
     assert np.linalg.norm(J_ps @ J_ps.T - G_ref) / np.linalg.norm(G_ref) > 1e-3
+
+
+def test_rows_per_pass_divides_the_batch_and_bounds_memory():
+    for batch in (2, 6, 32, 64, 72, 100, 128, 4096):
+        step = ntk.rows_per_pass(batch)
+        assert batch % step == 0 and 1 <= step <= batch
+        assert step * batch <= max(ntk.ROWS_X_BATCH, batch)
+    assert ntk.rows_per_pass(32) == 32 and ntk.rows_per_pass(128) == 16
 
 
 def _per_sample_reference(model, variables, x, mask, stats):
