@@ -7,6 +7,7 @@ another one is refused.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -126,13 +127,14 @@ def _seconds_per_draw(done: dict, idx: np.ndarray, repeats: int) -> np.ndarray:
     """float64[n]: engine seconds per (cell, draw), both proxies, averaged over the cell's draws.
 
     A record timed ``draws_timed`` draws; caches written before that field timed all of a cell's
-    draws in one call, so there each record's time covers the cell's records without the field.
+    draws in one call, so there each record's time covers all the cell's records without the field
+    (also those not asked for now).
     """
+    legacy = collections.Counter(i for (i, _), rec in done.items() if "draws_timed" not in rec)
     out = np.empty(len(idx))
     for n, i in enumerate(idx):
         recs = [done[(int(i), r)] for r in range(repeats)]
-        legacy = sum("draws_timed" not in rec for rec in recs)
-        out[n] = np.mean([rec["seconds"] / rec.get("draws_timed", legacy) for rec in recs])
+        out[n] = np.mean([rec["seconds"] / rec.get("draws_timed", legacy[int(i)]) for rec in recs])
     return out
 
 
