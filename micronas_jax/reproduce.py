@@ -170,7 +170,8 @@ class Reproduction:
                          "ntk_tau_per_draw": ntk_tau, "ntk_regions_tau_per_draw": hybrid_tau,
                          "flagged": int((s["ntk_flag"] != "").sum()),
                          "seconds_per_cell_draw": float(np.median(s["seconds"]))})
-            logging.info("batch %d: tau NTK %.3f, NTK+LR %.3f, %.3f s/cell", b, rows[-1]["ntk_tau"]["mean"],
+            logging.info("batch %d: tau NTK %.3f, NTK+LR %.3f, %.3f s per cell and draw", b,
+                         rows[-1]["ntk_tau"]["mean"],
                          rows[-1]["ntk_regions_tau"]["mean"], rows[-1]["seconds_per_cell_draw"])
         result = {"dataset": d, "rows": rows}
         _write(self.path("batch_size.json"), result)
