@@ -38,13 +38,15 @@ def main(argv):
     result = {"cells": len(indices), "repeats": _REPEATS.value, "inputs": engine.source.describe(),
               "fingerprint": correlate.fingerprint(config, engine.source.describe(), _SEED.value),
               "seconds_per_cell_draw": float(scores["seconds"].mean()),
+              "timed_on": sorted(set(scores["timed_on"].ravel().tolist())),
               "correlations": correlate.correlations(scores)}
     result["arch"] = {"cell": cell.to_string(), "index": cell.index, "scored": cell.index in indices}
     if result["arch"]["scored"]:
         k = indices.index(cell.index)
         result["arch"].update(ntk=float(scores["ntk"][k].mean()), regions=float(scores["regions"][k].mean()))
     print(f"{len(indices)} cells, {result['inputs']}, NTK {config.ntk_mode.value}, "
-          f"{result['seconds_per_cell_draw']:.3f} s per cell and draw (both proxies)")
+          f"{result['seconds_per_cell_draw']:.3f} s per cell and draw (both proxies, on "
+          f"{', '.join(result['timed_on'])})")
     print(f"{'proxy':<14}" + "".join(f"{d:>20}" for d in result["correlations"]))
     for proxy in next(iter(result["correlations"].values())):
         print(f"{proxy:<14}" + "".join(f"{c[proxy]['kendall_tau']:>12.3f} tau" + " " * 4

@@ -142,6 +142,11 @@ def run(jobs: Iterable[Job], results_path: str | os.PathLike, make_engine: Calla
     return records
 
 
+def timed_on(timings: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The distinct hosts that a set of records (anything with an optional 'timed_on') was timed on."""
+    return sorted({t.get("timed_on", engine_lib.UNRECORDED) for t in timings})
+
+
 def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Mean and std per (configuration, dataset) of accuracy, latency, FLOPs, flash, SRAM and time."""
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
@@ -159,7 +164,8 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "wall_s": [x["time"]["wall_s"] for x in res],
         }
         row = {"name": name, "dataset": dataset, "searches": len(res), "config": rs[0]["job"]["config"],
-               "seeds": [r["job"]["seed"] for r in rs], "cells": [x["index"] for x in res]}
+               "seeds": [r["job"]["seed"] for r in rs], "cells": [x["index"] for x in res],
+               "timed_on": timed_on(x["time"] for x in res)}
         for k, v in values.items():
             row[k] = {"mean": float(np.mean(v)), "std": float(np.std(v))}
         rows.append(row)

@@ -86,7 +86,8 @@ def score_space(engine: engine_lib.ProxyEngine, indices: Sequence[int], repeats:
     Returns:
       'index' int[n]; 'ntk' float64[n, repeats] (inf where flagged); 'ntk_flag' str[n, repeats];
       'regions' int64[n, repeats]; 'seconds' float64[n] (engine wall time per cell and draw, both
-      proxies).
+      proxies); 'timed_on' str[n, repeats] (``engine.timed_on()`` when scored; 'unrecorded' in
+      caches older than that field).
     """
     header = fingerprint(engine.config, engine.source.describe(), seed)
     done = _read_cache(cache_path, header)
@@ -102,6 +103,7 @@ def score_space(engine: engine_lib.ProxyEngine, indices: Sequence[int], repeats:
     todo = [[int(i) for i in indices if (int(i), r) not in done] for r in range(repeats)]
     logging.info("%d of %d (cell, draw) pairs cached; scoring %d", len(indices) * repeats - sum(map(len, todo)),
                  len(indices) * repeats, sum(map(len, todo)))
+    timed_on = engine_lib.timed_on()
     with tqdm(total=sum(map(len, todo)), disable=not progress, desc="scoring cells", unit="cell") as bar:
         for r, cells in enumerate(todo):
             for start in range(0, len(cells), CHUNK):
@@ -113,14 +115,16 @@ def score_space(engine: engine_lib.ProxyEngine, indices: Sequence[int], repeats:
                     for k, index in enumerate(chunk):
                         rec = {"index": index, "seed": r, "ntk": _num(scored["ntk"][k, 0]),
                                "flag": str(scored["ntk_flag"][k, 0]), "regions": int(scored["regions"][k, 0]),
-                               "seconds": seconds, "draws_timed": 1}
+                               "seconds": seconds, "draws_timed": 1, "timed_on": timed_on}
                         done[(index, r)] = rec
                         f.write(json.dumps(rec) + "\n")
                 bar.update(len(chunk))
     idx = np.asarray(indices, np.int64)
-    get = lambda field: [[done[(int(i), r)][field] for r in range(repeats)] for i in idx]  # noqa: E731
+    recs = [[done[(int(i), r)] for r in range(repeats)] for i in idx]
+    get = lambda field: [[rec[field] for rec in row] for row in recs]  # noqa: E731
     return {"index": idx, "ntk": np.array(get("ntk"), np.float64), "ntk_flag": np.array(get("flag")),
-            "regions": np.array(get("regions"), np.int64), "seconds": _seconds_per_draw(done, idx, repeats)}
+            "regions": np.array(get("regions"), np.int64), "seconds": _seconds_per_draw(done, idx, repeats),
+            "timed_on": np.array([[rec.get("timed_on", engine_lib.UNRECORDED) for rec in row] for row in recs])}
 
 
 def _seconds_per_draw(done: dict, idx: np.ndarray, repeats: int) -> np.ndarray:

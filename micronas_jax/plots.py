@@ -93,8 +93,12 @@ def batch_size_study(rows: Sequence[Mapping], path: str | os.PathLike, *, title:
     ax.set_ylabel("Kendall tau vs test accuracy")
     ax.grid(alpha=0.3)
     cost = ax.twinx()
-    cost.plot(b, [r["seconds_per_cell_draw"] for r in rows], "k--", marker="s", ms=4,
-              label="s / cell and draw (right)")
+    # One cost line per timing host: times taken on different machines are not one curve.
+    hosts = [", ".join(r.get("timed_on") or ["host unrecorded"]) for r in rows]
+    for n, host in enumerate(dict.fromkeys(hosts)):
+        at = [i for i, h in enumerate(hosts) if h == host]
+        cost.plot(b[at], [rows[i]["seconds_per_cell_draw"] for i in at], "k" + ("--", ":", "-.")[n % 3],
+                  marker="sD^"[n % 3], ms=4, label=f"s / cell and draw, {host} (right)")
     cost.set_yscale("log")
     cost.set_ylabel("engine seconds per cell and draw")
     handles = ax.get_legend_handles_labels()[0] + cost.get_legend_handles_labels()[0]

@@ -169,7 +169,8 @@ class Reproduction:
                          "ntk_tau": _mean_std(ntk_tau), "ntk_regions_tau": _mean_std(hybrid_tau),
                          "ntk_tau_per_draw": ntk_tau, "ntk_regions_tau_per_draw": hybrid_tau,
                          "flagged": int((s["ntk_flag"] != "").sum()),
-                         "seconds_per_cell_draw": float(np.median(s["seconds"]))})
+                         "seconds_per_cell_draw": float(np.median(s["seconds"])),
+                         "timed_on": sorted(set(s["timed_on"].ravel().tolist()))})
             logging.info("batch %d: tau NTK %.3f, NTK+LR %.3f, %.3f s per cell and draw", b,
                          rows[-1]["ntk_tau"]["mean"],
                          rows[-1]["ntk_regions_tau"]["mean"], rows[-1]["seconds_per_cell_draw"])
@@ -279,7 +280,7 @@ class Reproduction:
         best = scored[int(np.argmin(rank))]  # ties: the first sampled
         report = search.cell_report(space.as_cell(best), c, self.bench)
         return {"dataset": dataset, "latency_ms_budget": latency_ms, "seed": seed, "cells_scored": len(scored),
-                "wall_s": time.perf_counter() - start, "index": best, **report}
+                "wall_s": time.perf_counter() - start, "timed_on": engine_lib.timed_on(), "index": best, **report}
 
     def search_table(self) -> dict[str, Any]:
         records = self.searches()
@@ -288,13 +289,14 @@ class Reproduction:
         rows: dict[str, list[dict[str, Any]]] = {d: [] for d in self.config.datasets}
         for s in summary:
             rows[s["dataset"]].append({"name": s["name"], "kind": "search", **{k: s[k] for k in _METRICS},
-                                       "searches": s["searches"], "cells": s["cells"]})
+                                       "searches": s["searches"], "cells": s["cells"], "timed_on": s["timed_on"]})
         for d in self.config.datasets:
             c, acc = self.costs(d), self.bench.test_accuracies(d)
             for q, ms in self.budgets(d).items():
                 rs = [r for r in randoms if r["dataset"] == d and r["latency_ms_budget"] == ms]
                 rows[d].append({"name": f"random search, proxies, {_budget_name(q, ms)}, same wall-clock",
                                 "kind": "random_search", "searches": len(rs), "cells": [r["index"] for r in rs],
+                                "timed_on": batch.timed_on(rs),
                                 "cells_scored": _mean_std([r["cells_scored"] for r in rs]),
                                 **_metrics([_random_values(r, d) for r in rs])})
                 feasible = np.flatnonzero(c.feasible(search.Budgets(latency_ms=ms), require_path=True))
@@ -406,8 +408,10 @@ def markdown(r: Mapping[str, Any]) -> str:
     """The Markdown report of a ``Reproduction.run`` result."""
     cfg, m = r["config"], r["machine"]
     lines = ["# MicroNAS reproduction report", "",
-             f"Command: `{r['command']}`  ", f"Machine: {m['processor']}, {m['cpus']} CPUs, {m['platform']}; "
+             f"Command: `{r['command']}`  ", f"Report built on: {m['processor']}, {m['cpus']} CPUs, {m['platform']}; "
              f"JAX {m['jax']} on {m['backend']} ({', '.join(m['devices'])})  ",
+             f"Timings taken on: {', '.join(_timed_on(r)) or 'nothing timed'} (each stage's rows say which; every "
+             "timed record in the caches names its host)  ",
              f"Inputs: {r['inputs']}  ", f"Device (latency LUT): {r['device']}  ",
              f"Search seeds: 0-{cfg['seeds'] - 1}, R = {cfg['repeats']}, NTK batch {cfg['batch_size']}; "
              f"stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in r.get("stage_seconds", {}).items()), "",
@@ -419,11 +423,12 @@ def markdown(r: Mapping[str, Any]) -> str:
         lines += ["## NTK batch size (the paper's Fig. 1b)", "",
                   f"Kendall tau against {b['dataset']} test accuracy over {b['rows'][0]['cells']} sampled cells, "
                   f"mean ± std over {b['rows'][0]['draws']} draws (initialisation and batch).", "",
-                  "| batch | tau, NTK | tau, NTK + LR | engine s / cell and draw | flagged |",
-                  "|---:|---:|---:|---:|---:|"]
+                  "| batch | tau, NTK | tau, NTK + LR | engine s / cell and draw | timed on | flagged |",
+                  "|---:|---:|---:|---:|---|---:|"]
         for row in b["rows"]:
             lines.append(f"| {row['batch_size']} | {_ms(row['ntk_tau'], '.3f')} | {_ms(row['ntk_regions_tau'], '.3f')} "
-                         f"| {row['seconds_per_cell_draw']:.3f} | {row['flagged']} |")
+                         f"| {row['seconds_per_cell_draw']:.3f} | {', '.join(row.get('timed_on', []))} "
+                         f"| {row['flagged']} |")
         lines += ["", "![batch size](batch_size.png)", ""]
     if "indicators" in r:
         lines += ["## Indicators", "", "Kendall tau / Spearman rho against NB201 test accuracy; the proxies are "
@@ -456,8 +461,17 @@ def markdown(r: Mapping[str, Any]) -> str:
                 mean, std = p[d]
                 lines.append(f"| {name} | | {mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
                              + f" | | | | | {p['note']} |")
-            lines += ["", f"![Pareto plot, {d}]({r['pareto'][d]})", ""]
+            timed = sorted({h for row in rows for h in row.get("timed_on", [])})
+            lines += ["", f"Search and random-search times taken on: {', '.join(timed)}.", "",
+                      f"![Pareto plot, {d}]({r['pareto'][d]})", ""]
     return "\n".join(lines) + "\n"
+
+
+def _timed_on(r: Mapping[str, Any]) -> list[str]:
+    """Every host that a timing in the report came from."""
+    rows = [*r.get("batch_size", {}).get("rows", []),
+            *(row for rows in r.get("searches", {}).get("rows", {}).values() for row in rows)]
+    return sorted({h for row in rows for h in row.get("timed_on", [])})
 
 
 def run_stages(out: str, config: ReproduceConfig, stages: Sequence[str], *, data_path: str | None = None,

@@ -264,12 +264,14 @@ class SearchResult:
     compile_seconds: float
     report: dict[str, Any]
     engine_breakdown: dict[str, float] = dataclasses.field(default_factory=dict)
+    timed_on: str = dataclasses.field(default_factory=engine_lib.timed_on)
 
     def to_json(self) -> dict[str, Any]:
         return {"cell": self.cell.to_string(), "index": self.cell.index, "seed": self.seed,
                 **self.report, "rounds": self.rounds,
                 "time": {"wall_s": self.wall_seconds, "engine_s": self.engine_seconds,
-                         "compile_s": self.compile_seconds, "engine_breakdown_s": self.engine_breakdown}}
+                         "compile_s": self.compile_seconds, "engine_breakdown_s": self.engine_breakdown,
+                         "timed_on": self.timed_on}}
 
 
 ScoreCache = dict  # (seed, round, mask bytes) -> (ntk float64[S], flags str[S], regions int64[S])

@@ -69,6 +69,7 @@ def test_draws_are_scored_draw_major_and_add_up(engine, tmp_path, monkeypatch):
     assert calls == [1, 1]  # draw 1 of three cells in chunks of two; draw 0 came from the cache
     for field in ("ntk", "regions"):
         np.testing.assert_array_equal(grown[field], fresh[field])
+    assert (grown["timed_on"] == engine_lib.timed_on()).all() and grown["timed_on"].shape == (3, 2)
     # A legacy record timed both draws of its cell: 0.4 s over two draws is 0.2 s per draw.
     legacy = str(tmp_path / "legacy.jsonl")
     with open(cache) as f:
@@ -82,6 +83,7 @@ def test_draws_are_scored_draw_major_and_add_up(engine, tmp_path, monkeypatch):
     for draws in (1, 2):  # also when fewer draws are asked for than were timed together
         got = correlate.score_space(engine, indices, draws, 0, legacy, progress=False, only_cached=True)
         np.testing.assert_allclose(got["seconds"], 0.2)
+        assert (got["timed_on"] == engine_lib.UNRECORDED).all()  # legacy records name no host
 
 
 def test_cache_of_another_configuration_is_refused(engine, tmp_path):
@@ -114,8 +116,8 @@ def _run(script, *args):
     return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=600)
 
-@pytest.mark.slow
 
+@pytest.mark.slow
 def test_correlate_launcher(tmp_path):
     out, png = tmp_path / "corr.json", tmp_path / "corr.png"
     proc = _run("correlate.py", "--sample=6", "--batch_size=4", f"--cache={tmp_path / 's.jsonl'}",
@@ -125,9 +127,10 @@ def test_correlate_launcher(tmp_path):
     assert result["cells"] == 7 and result["arch"]["index"] == 6111  # the sample plus --arch
     assert set(result["correlations"]) == {"cifar10", "cifar100", "ImageNet16-120"}
     assert png.read_bytes()[:4] == b"\x89PNG"
+    assert result["timed_on"] == [engine_lib.timed_on()]
+
 
 @pytest.mark.slow
-
 def test_bench_proxies_launcher(tmp_path):
     out = tmp_path / "bench.json"
     proc = _run("bench_proxies.py", "--arch=0", "--cells=11472", "--modes=exact", "--round_sizes=2",

@@ -25,8 +25,8 @@ def test_all_cells_match_nb201(table, dataset):
         delta = (64 * 100 + 100) - (64 * 10 + 10)
         np.testing.assert_allclose(got, table.flops_M["cifar10"] + delta / 1e6, atol=TOL_M)
 
-@pytest.mark.slow
 
+@pytest.mark.slow
 def test_full_walk_equals_table_form_for_every_cell():
     skeleton = sk.Skeleton.for_dataset("cifar10")
     tab = flops.cost_table(skeleton)

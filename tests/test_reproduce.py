@@ -12,6 +12,7 @@ import pytest
 from scipy import stats
 
 from micronas_jax import benchmark, reproduce, search
+from micronas_jax.proxies import engine as engine_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,6 +39,12 @@ def test_tiny_reproduction_writes_every_artefact(tiny):
     assert [r["batch_size"] for r in result["batch_size"]["rows"]] == [4, 8]
     names = [r["name"] for r in result["searches"]["rows"]["ImageNet16-120"]]
     assert names[0] == reproduce.ACCURACY_ONLY and any(n.startswith("oracle, latency <=") for n in names)
+    # Every timing says where it was taken (a report may be built from caches timed elsewhere).
+    host = engine_lib.timed_on()
+    assert all(r["timed_on"] == [host] for r in result["batch_size"]["rows"])
+    timed = [r for r in result["searches"]["rows"]["ImageNet16-120"] if r["kind"] in ("search", "random_search")]
+    assert timed and all(r["timed_on"] == [host] for r in timed)
+    assert f"Timings taken on: {host} " in md and f"| {host} |" in md
 
 
 def test_tiny_reproduction_figures_match_independent_computations(tiny):

@@ -211,6 +211,9 @@ def test_batch_resumes_after_a_kill_without_losing_finished_searches(tmp_path, c
     assert len(path.read_text().splitlines()) == 4
     rows = batch.summarize(records)
     assert [r["searches"] for r in rows] == [2, 2]
+    assert all(r["timed_on"] == [engine_lib.timed_on()] for r in rows)
+    del records[0]["result"]["time"]["timed_on"]  # as in results files older than the field
+    assert batch.summarize(records)[0]["timed_on"] == sorted([engine_lib.UNRECORDED, engine_lib.timed_on()])
     assert "acc" in batch.format_summary(rows)
     # A rerun runs nothing.
     calls.clear()

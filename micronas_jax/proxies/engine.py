@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -298,6 +299,18 @@ def _check_masks(masks) -> np.ndarray:
 def _stack_seeds(per_seed: list[ntk.Conditioning]) -> ntk.Conditioning:
     return ntk.Conditioning(*(np.stack([getattr(c, f.name) for c in per_seed], axis=1)
                               for f in dataclasses.fields(ntk.Conditioning)))
+
+
+UNRECORDED = "unrecorded"  # the timing host of records older than the 'timed_on' field
+
+
+def timed_on() -> str:
+    """Where timings are taken now, for the records that carry them: JAX's backend and device
+    kind (a GPU's model), or the host's core count on CPU, e.g. ``'gpu (NVIDIA H100 80GB HBM3)'``,
+    ``'cpu (2 cores)'``."""
+    device = jax.devices()[0]
+    kind = f"{os.cpu_count()} cores" if device.platform == "cpu" else device.device_kind
+    return f"{jax.default_backend()} ({kind})"
 
 
 def seed_keys(seed: int, repeats: int) -> list[jax.Array]:
