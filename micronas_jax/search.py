@@ -456,5 +456,5 @@ def format_result(result: Mapping[str, Any], dataset: str = "cifar10") -> str:
                      + ", ".join(f"{p['edge']} {p['op']}" for p in rd["pruned"]))
     t = result["time"]
     lines.append(f"  time: {t['wall_s']:.1f} s wall, {t['engine_s']:.1f} s in the proxy engine "
-                 f"(of which {t['compile_s']:.1f} s compiling)")
+                 f"(of which {t['compile_s']:.1f} s compiling), on {t.get('timed_on', engine_lib.UNRECORDED)}")
     return "\n".join(lines)

@@ -235,11 +235,15 @@ def test_score_round_shares_the_base(engine):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["per_sample_running_stats", "per_sample_batch_stats"])
-def test_other_modes_run_and_differ(mode):
-    engine = _small_engine(ntk_mode=mode)
-    keys = engine_lib.seed_keys(0, 1)
-    r = engine.ntk_cells([6111, 11472], keys)
-    assert np.isfinite(r.condition).all() and (r.flag == "").all()
+def test_per_sample_modes_cells_equal_masks_and_differ_from_exact(mode, engine):
+    other = _small_engine(ntk_mode=mode)
+    keys, cells = engine_lib.seed_keys(0, 1), [6111, 11472, 1498]
+    by_cell = other.ntk_cells(cells, keys)
+    by_mask = other.ntk_masks(np.stack([space.from_index(i).matrix for i in cells]), keys)
+    np.testing.assert_allclose(by_cell.condition, by_mask.condition, rtol=1e-4)
+    assert np.isfinite(by_cell.condition).all() and (by_cell.flag == "").all()
+    exact = engine.ntk_cells(cells, keys).condition
+    assert (np.abs(by_cell.condition / exact - 1) > 1e-2).all()
 
 
 def test_config_validation():
