@@ -217,7 +217,7 @@ def _switched_cell(cell_vars, x, op_indices, train):
     def conv(edge, k, h):
         name = sk.edge_module_name(edge, f"nor_conv_{k}x{k}")
         sub = _subtree(cell_vars, name)
-        return ops_lib.ReLUConvBN(h.shape[-1], k).apply(sub, h, train=train, mutable=["batch_stats"])[0]
+        return ops_lib.ReLUConvBN(h.shape[-1], k, unroll=True).apply(sub, h, train=train, mutable=["batch_stats"])[0]
 
     nodes = [x]
     for node in range(1, space.NUM_NODES):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cells import network as nw
+from cells import ops as ops_lib
 from cells import skeleton as sk
 from cells import space
 from tests import numpy_reference
@@ -174,3 +175,42 @@ def test_switched_apply_equals_the_masked_supernet(supernet, train):
         # Every convolution's input is exposed, under the supernet's module paths.
         assert inter["stem"]["conv"]["conv_in"][0].shape == x.shape
         assert "conv_in" in inter["cells_0"]["edge_0_1_nor_conv_3x3"]["conv"]
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 3), (1, 1, 3), (3, 3, 1), (2, 4, 1), (1, 2, 3)])  # C_in, C_out, k
+def test_unrolled_small_conv_equals_xla_convolution_and_its_gradients(shape):
+    # The CPU path for small kernels (ops.small_conv, a custom VJP) against float64 NumPy for the
+    # forward pass and XLA's own convolution, differentiated by JAX in float64, for the backward.
+    c_in, c_out, k = shape
+    kx, kw, kg = jax.random.split(jax.random.key(3), 3)
+    x = jax.random.normal(kx, (BATCH, 6, 5, c_in))
+    w = jax.random.normal(kw, (k, k, c_in, c_out))
+    g = jax.random.normal(kg, (BATCH, 6, 5, c_out))
+    assert w.size <= ops_lib.UNROLL_MAX_TERMS
+    want = numpy_reference.conv(np.asarray(x, np.float64), np.asarray(w, np.float64), pad=(k - 1) // 2)
+    np.testing.assert_allclose(ops_lib.small_conv(x, w), want, rtol=1e-5, atol=1e-5)
+
+    def xla(x, w):
+        return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    with jax.enable_x64(True):
+        x64, w64, g64 = (jnp.asarray(a, jnp.float64) for a in (x, w, g))
+        ref_dx, ref_dw = jax.vjp(xla, x64, w64)[1](g64)
+        ref_per_sample = jax.vmap(jax.grad(lambda w, xi, gi: (xla(xi[None], w) * gi).sum()),
+                                  (None, 0, 0))(w64, x64, g64)
+    dx, dw = jax.vjp(ops_lib.small_conv, x, w)[1](g)
+    per_sample = jax.vmap(jax.grad(lambda w, xi, gi: (ops_lib.small_conv(xi[None], w) * gi).sum()),
+                          (None, 0, 0))(w, x, g)
+    for got, ref in ((dx, ref_dx), (dw, ref_dw), (per_sample, ref_per_sample)):
+        np.testing.assert_allclose(np.asarray(got, np.float64), np.asarray(ref), rtol=1e-5, atol=1e-5)
+
+
+def test_conv2d_unrolls_only_small_stride_one_kernels(monkeypatch):
+    calls = []
+    monkeypatch.setattr(ops_lib, "small_conv", lambda x, w: calls.append(w.shape) or ops_lib._unrolled(x, w))
+    x = jnp.ones((1, 4, 4, 3))
+    ops_lib.conv2d(x, jnp.ones((3, 3, 3, 3)), 1, unroll=True)  # 81 entries: unrolled on CPU
+    ops_lib.conv2d(x, jnp.ones((3, 3, 3, 3)), 1)  # not asked for
+    ops_lib.conv2d(x, jnp.ones((3, 3, 3, 6)), 1, unroll=True)  # 162: XLA
+    ops_lib.conv2d(x, jnp.ones((3, 3, 3, 3)), 2, unroll=True)  # stride 2: XLA
+    assert calls == ([(3, 3, 3, 3)] if jax.default_backend() == "cpu" else [])
