@@ -100,6 +100,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int, unroll: bool = False) -
         return small_conv(x, kernel)
     return _xla_conv(x, kernel, stride)
 
+
 class Conv(nn.Module):
     """``nn.Conv`` without bias, padding (k-1)/2, that also exposes what a structured NTK needs:
     it sows its input (``intermediates/conv_in``) and adds a zero ``perturbations/out`` to its

@@ -1,7 +1,6 @@
 """The proxy engine: NTK kernels against float64 references, exact linear-region counts,
 batched == one at a time, determinism, degenerate cells, compile-once."""
 
-import contextlib
 import functools
 
 import jax
@@ -10,7 +9,6 @@ import numpy as np
 import pytest
 
 from cells import network as nw
-from cells import ops as ops_lib
 from cells import skeleton as sk
 from cells import space
 from micronas_jax.proxies import engine as engine_lib
@@ -34,24 +32,13 @@ def _apply(model, mask):
     return lambda v, x, train: model.apply(v, x, mask, train=train, mutable=["batch_stats", "intermediates"])
 
 
-@contextlib.contextmanager
-def _xla_convolutions():
-    saved = ops_lib.UNROLL_MAX_TERMS
-    ops_lib.UNROLL_MAX_TERMS = 0
-    try:
-        yield
-    finally:
-        ops_lib.UNROLL_MAX_TERMS = saved
-
-
 def _without_perturbations(variables):
     return {k: v for k, v in variables.items() if k != "perturbations"}
 
 
 def _reference_jacobian_f64(model, variables, x, mask):
-    """Independent reference: jax.jacrev of the batched forward, everything in float64, with XLA's
-    convolution everywhere (not the engine's unrolled small-kernel one)."""
-    with jax.enable_x64(True), _xla_convolutions():
+    """Independent reference: jax.jacrev of the batched forward, everything in float64."""
+    with jax.enable_x64(True):
         v64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), _without_perturbations(variables))
         weights, rest = ntk.split_weights(v64["params"])
 
@@ -97,16 +84,14 @@ def test_rows_per_pass_divides_the_batch_and_bounds_memory():
 
 
 def _per_sample_reference(model, variables, x, mask, stats):
-    """Rows from jax.grad one sample at a time, BatchNorm in eval mode with ``stats``, XLA's
-    convolutions."""
+    """Rows from jax.grad one sample at a time, BatchNorm in eval mode with ``stats``."""
     weights, rest = ntk.split_weights(variables["params"])
     rows = []
     for i in range(B):
         def one(w, i=i):
             out = model.apply({"params": ntk._merge(w, rest), "batch_stats": stats}, x[i:i + 1], mask, train=False)
             return out.sum()
-        with _xla_convolutions():
-            g = jax.grad(one)(weights)
+        g = jax.grad(one)(weights)
         rows.append(np.concatenate([np.asarray(g[k]).ravel() for k in sorted(g)]))
     return np.stack(rows)
 
