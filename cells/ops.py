@@ -40,15 +40,21 @@ kernels slower unrolled, and the masked supernet (every operator live) 2x slower
 XLA's. 0 turns it off; the results agree to float32 rounding."""
 
 
+def _pad_same(x: jax.Array, k: int) -> jax.Array:
+    """float[..., H, W, C] zero-padded by (k - 1) / 2 on both spatial sides."""
+    pad = (k - 1) // 2
+    return jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [(pad, pad), (pad, pad), (0, 0)])
+
+
 def _unrolled(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """Stride-1 'same' convolution of float[..., H, W, C_in] by float[k, k, C_in, C_out], as a sum
     over the k * k * C_in taps of a shifted input channel times the tap's C_out weights: one
     elementwise XLA fusion, with no per-channel concatenation (which XLA fuses as a select)."""
     k, _, c_in, _ = kernel.shape
-    pad, (h, w) = (k - 1) // 2, x.shape[-3:-1]
+    h, w = x.shape[-3:-1]
     # The barrier materialises the padded input: otherwise XLA fuses its producer (a ReLU's
     # select, a BatchNorm's backward) into the sum and recomputes it once per tap.
-    xp = jax.lax.optimization_barrier(jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [(pad, pad), (pad, pad), (0, 0)]))
+    xp = jax.lax.optimization_barrier(_pad_same(x, k))
     acc = None
     for dy in range(k):
         for dx in range(k):
@@ -72,10 +78,9 @@ def _small_conv_fwd(x, kernel):
 
 def _small_conv_bwd(res, g):
     x, kernel = res
-    k = kernel.shape[0]
-    pad, (h, w) = (k - 1) // 2, x.shape[-3:-1]
+    k, (h, w) = kernel.shape[0], x.shape[-3:-1]
     dx = _unrolled(g, kernel[::-1, ::-1].transpose(0, 1, 3, 2))
-    xp = jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [(pad, pad), (pad, pad), (0, 0)])
+    xp = _pad_same(x, k)
     dk = jnp.stack([jnp.stack([
         jnp.einsum("...hwi,...hwo->io", xp[..., dy:dy + h, dx_:dx_ + w, :], g, precision=PRECISION)
         for dx_ in range(k)]) for dy in range(k)])

@@ -38,7 +38,7 @@ def main(argv):
     result = {"cells": len(indices), "repeats": _REPEATS.value, "inputs": engine.source.describe(),
               "fingerprint": correlate.fingerprint(config, engine.source.describe(), _SEED.value),
               "seconds_per_cell_draw": float(scores["seconds"].mean()),
-              "timed_on": sorted(set(scores["timed_on"].ravel().tolist())),
+              "timed_on": correlate.hosts(scores),
               "correlations": correlate.correlations(scores)}
     result["arch"] = {"cell": cell.to_string(), "index": cell.index, "scored": cell.index in indices}
     if result["arch"]["scored"]:

@@ -127,6 +127,11 @@ def score_space(engine: engine_lib.ProxyEngine, indices: Sequence[int], repeats:
             "timed_on": np.array([[rec.get("timed_on", engine_lib.UNRECORDED) for rec in row] for row in recs])}
 
 
+def hosts(scores: dict[str, np.ndarray]) -> list[str]:
+    """The distinct hosts that ``score_space``'s scores were timed on."""
+    return sorted(set(scores["timed_on"].ravel().tolist()))
+
+
 def _seconds_per_draw(done: dict, idx: np.ndarray, repeats: int) -> np.ndarray:
     """float64[n]: engine seconds per (cell, draw), both proxies, averaged over the cell's draws.
 

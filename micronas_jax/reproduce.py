@@ -170,7 +170,7 @@ class Reproduction:
                          "ntk_tau_per_draw": ntk_tau, "ntk_regions_tau_per_draw": hybrid_tau,
                          "flagged": int((s["ntk_flag"] != "").sum()),
                          "seconds_per_cell_draw": float(np.median(s["seconds"])),
-                         "timed_on": sorted(set(s["timed_on"].ravel().tolist()))})
+                         "timed_on": correlate.hosts(s)})
             logging.info("batch %d: tau NTK %.3f, NTK+LR %.3f, %.3f s per cell and draw", b,
                          rows[-1]["ntk_tau"]["mean"],
                          rows[-1]["ntk_regions_tau"]["mean"], rows[-1]["seconds_per_cell_draw"])
@@ -461,17 +461,20 @@ def markdown(r: Mapping[str, Any]) -> str:
                 mean, std = p[d]
                 lines.append(f"| {name} | | {mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
                              + f" | | | | | {p['note']} |")
-            timed = sorted({h for row in rows for h in row.get("timed_on", [])})
-            lines += ["", f"Search and random-search times taken on: {', '.join(timed)}.", "",
+            lines += ["", f"Search and random-search times taken on: {', '.join(_hosts(rows))}.", "",
                       f"![Pareto plot, {d}]({r['pareto'][d]})", ""]
     return "\n".join(lines) + "\n"
 
 
+def _hosts(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every host that the timings of ``rows`` (each with an optional 'timed_on' list) came from."""
+    return sorted({h for row in rows for h in row.get("timed_on", [])})
+
+
 def _timed_on(r: Mapping[str, Any]) -> list[str]:
     """Every host that a timing in the report came from."""
-    rows = [*r.get("batch_size", {}).get("rows", []),
-            *(row for rows in r.get("searches", {}).get("rows", {}).values() for row in rows)]
-    return sorted({h for row in rows for h in row.get("timed_on", [])})
+    return _hosts([*r.get("batch_size", {}).get("rows", []),
+                   *(row for rows in r.get("searches", {}).get("rows", {}).values() for row in rows)])
 
 
 def run_stages(out: str, config: ReproduceConfig, stages: Sequence[str], *, data_path: str | None = None,
