@@ -161,30 +161,40 @@ class NB201Network(nn.Module):
         return x
 
 
-def switched_apply(skeleton: sk.Skeleton, variables: Any, x: jax.Array, op_indices: jax.Array, *,
-                   train: bool) -> tuple[jax.Array, Any]:
-    """The standalone network of the cell ``op_indices`` (int[6], ``space.OPS`` indices), run with
-    the masked supernet's variables.
+def switched_apply(skeleton: sk.Skeleton, variables: Any, x: jax.Array, op_indices: jax.Array | None = None,
+                   *, train: bool, mask: jax.Array | None = None) -> tuple[jax.Array, Any]:
+    """The network of a cell (``op_indices``) or of a partly pruned supernet (``mask``), run with
+    the masked supernet's variables, computing only the operators that are alive.
 
-    Each edge is a ``lax.switch`` over its five operators, so ``op_indices`` may be traced: one
-    compiled function serves every cell and executes only its operators (XLA runs the taken
-    branch). Equal to ``NB201Network(skeleton)`` under the cell's one-hot mask. BatchNorm's
-    running statistics are not updated. Do not ``vmap`` over ``op_indices``: a batched switch
-    computes every branch; use the masked supernet for that.
+    * ``op_indices`` (int[6], ``space.OPS`` indices): each edge is a ``lax.switch`` over its five
+      operators, so one compiled function serves every cell and runs only its operators (XLA
+      runs the taken branch). Equal to ``NB201Network(skeleton)`` under the cell's one-hot mask.
+    * ``mask`` (float[6, 5], as the masked supernet takes it): every operator with a nonzero
+      weight runs, times its weight; convolutions and pools sit in a ``lax.cond`` on their weight,
+      so a pruned one costs nothing. The conditional's boundary also keeps XLA's CPU fusion from
+      merging neighbouring convolutions' unrolled sums (``cells.ops.small_conv``) into one loop
+      that it then recomputes for each consumer (measured 2x slower than XLA's convolutions).
+      Equal to ``NB201Network(skeleton)`` under the same mask.
+
+    BatchNorm's running statistics are not updated. Do not ``vmap`` over ``op_indices`` or
+    ``mask``: a batched switch or cond computes every branch; use the masked supernet for that.
 
     Args:
       skeleton: the network's shape.
       variables: the masked supernet's variables (``params``, ``batch_stats``, and optionally
         ``perturbations``, added to each convolution's output).
       x: float[B, H, W, C_in] inputs.
-      op_indices: int[6] operator index per edge.
+      op_indices: int[6] operator index per edge; or None, with ``mask`` given.
       train: BatchNorm with batch statistics (True) or running ones (False).
+      mask: float[6, 5] edge x operator weights, instead of ``op_indices``.
 
     Returns:
       (float[B, num_classes] logits, intermediates): the second holds every convolution's input
       under the masked supernet's module paths (``.../conv/conv_in``), for the structured NTK, and
       for the cell's convolutions whether each runs (``.../conv/alive``, a bool scalar).
     """
+    if (op_indices is None) == (mask is None):
+        raise ValueError("switched_apply takes exactly one of op_indices and mask")
     inter: dict[str, Any] = {}
 
     def run(module, name, h):
@@ -201,7 +211,7 @@ def switched_apply(skeleton: sk.Skeleton, variables: Any, x: jax.Array, op_indic
         elif unit.kind == "head":
             x = run(Head(unit.cout), unit.name, x)
         else:
-            x, inter[unit.name] = _switched_cell(_subtree(variables, unit.name), x, op_indices, train)
+            x, inter[unit.name] = _switched_cell(_subtree(variables, unit.name), x, op_indices, mask, train)
     return x, inter
 
 
@@ -211,7 +221,7 @@ def _subtree(variables: Any, name: str) -> dict[str, Any]:
     return {c: tree[name] for c, tree in variables.items() if name in tree}
 
 
-def _switched_cell(cell_vars, x, op_indices, train):
+def _switched_cell(cell_vars, x, op_indices, mask, train):
     inter = {}
 
     def conv(edge, k, h):
@@ -223,15 +233,23 @@ def _switched_cell(cell_vars, x, op_indices, train):
     for node in range(1, space.NUM_NODES):
         total = None
         for src in range(node):
-            edge = space.EDGES.index((src, node))
-            for k in (1, 3):  # both conv operators read relu(node src), whichever runs
-                op = f"nor_conv_{k}x{k}"
-                inter[sk.edge_module_name(edge, op)] = {"conv": {
-                    "conv_in": (jax.nn.relu(nodes[src]),),
-                    "alive": (op_indices[edge] == space.OPS.index(op),)}}  # spares the NTK a scan for zeros
+            edge, h = space.EDGES.index((src, node)), nodes[src]
             branches = [jnp.zeros_like, lambda h: h, functools.partial(conv, edge, 1),
                         functools.partial(conv, edge, 3), ops_lib.avg_pool_3x3]  # space.OPS order
-            y = jax.lax.switch(op_indices[edge], branches, nodes[src])
+            for k in (1, 3):  # both conv operators read relu(node src), whichever runs
+                op = f"nor_conv_{k}x{k}"
+                o = space.OPS.index(op)
+                inter[sk.edge_module_name(edge, op)] = {"conv": {
+                    "conv_in": (jax.nn.relu(h),),
+                    # spares the NTK a scan for zeros
+                    "alive": (op_indices[edge] == o if mask is None else mask[edge, o] != 0,)}}
+            if mask is None:
+                y = jax.lax.switch(op_indices[edge], branches, h)
+            else:
+                y = mask[edge, 1] * h  # skip_connect; 'none' adds nothing
+                for o in (2, 3, 4):
+                    w = mask[edge, o]
+                    y = y + jax.lax.cond(w != 0, lambda h, f=branches[o], w=w: w * f(h), jnp.zeros_like, h)
             total = y if total is None else total + y
         nodes.append(total)
     return nodes[-1], inter

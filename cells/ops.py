@@ -52,9 +52,10 @@ def _unrolled(x: jax.Array, kernel: jax.Array) -> jax.Array:
     elementwise XLA fusion, with no per-channel concatenation (which XLA fuses as a select)."""
     k, _, c_in, _ = kernel.shape
     h, w = x.shape[-3:-1]
-    # The barrier materialises the padded input: otherwise XLA fuses its producer (a ReLU's
-    # select, a BatchNorm's backward) into the sum and recomputes it once per tap.
-    xp = jax.lax.optimization_barrier(_pad_same(x, k))
+    # XLA may fuse the input's producer (a ReLU, a BatchNorm's backward) into the sum and
+    # recompute it per tap; an optimization_barrier here does not stop it (XLA's CPU pipeline
+    # drops barriers before fusion). switched_apply's conditionals bound the fusions instead.
+    xp = _pad_same(x, k)
     acc = None
     for dy in range(k):
         for dx in range(k):

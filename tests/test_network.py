@@ -177,6 +177,29 @@ def test_switched_apply_equals_the_masked_supernet(supernet, train):
         assert "conv_in" in inter["cells_0"]["edge_0_1_nor_conv_3x3"]["conv"]
 
 
+def _partial_masks(n, seed):
+    """Partly pruned supernets: each edge keeps a random subset of operators, with random weights
+    (the engine normalises them; switched_apply must take them as given)."""
+    rng = np.random.default_rng(seed)
+    masks = (rng.random((n, 6, 5)) < 0.6) * rng.uniform(0.2, 1.5, (n, 6, 5))
+    masks[0] = 1.0  # the full supernet, 'none' included
+    masks[1, :, 2:4] = 0.0  # no convolution alive anywhere
+    return masks.astype(np.float32)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_switched_apply_with_a_mask_equals_the_masked_supernet(supernet, train):
+    _, variables, x, apply = supernet
+    run = jax.jit(lambda v, x, m: nw.switched_apply(SMALL, v, x, train=train, mask=m))
+    for mask in _partial_masks(6, seed=5):
+        got, inter = run(variables, x, jnp.asarray(mask))
+        np.testing.assert_allclose(got, apply(variables, x, jnp.asarray(mask), train), rtol=1e-5, atol=1e-5)
+        alive = inter["cells_2"]["edge_1_3_nor_conv_3x3"]["conv"]["alive"][0]
+        assert bool(alive) == bool(mask[space.EDGES.index((1, 3)), space.OPS.index("nor_conv_3x3")])
+    with pytest.raises(ValueError, match="exactly one of op_indices and mask"):
+        nw.switched_apply(SMALL, variables, x, jnp.zeros(6, jnp.int32), train=train, mask=jnp.ones((6, 5)))
+
+
 @pytest.mark.parametrize("shape", [(3, 3, 3), (1, 1, 3), (3, 3, 1), (2, 4, 1), (1, 2, 3)])  # C_in, C_out, k
 def test_unrolled_small_conv_equals_xla_convolution_and_its_gradients(shape):
     # The CPU path for small kernels (ops.small_conv, a custom VJP) against float64 NumPy for the

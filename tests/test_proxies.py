@@ -140,9 +140,9 @@ def test_condition_numbers_flags():
     assert np.isinf(c.condition[1:]).all() and not np.isnan(c.condition).any()
 
 
-def _small_engine(**kwargs):
-    config = engine_lib.ProxyConfig(C=2, N=1, batch_size=8, lr_batch=64, lr_batches=2, **kwargs)
-    return engine_lib.ProxyEngine(config)
+def _small_engine(conditional_masks=None, workers=None, **kwargs):
+    config = engine_lib.ProxyConfig(**{"C": 2, "N": 1, "batch_size": 8, "lr_batch": 64, "lr_batches": 2, **kwargs})
+    return engine_lib.ProxyEngine(config, conditional_masks=conditional_masks, workers=workers)
 
 
 @pytest.fixture(scope="module")
@@ -244,6 +244,37 @@ def test_per_sample_modes_cells_equal_masks_and_differ_from_exact(mode, engine):
     assert np.isfinite(by_cell.condition).all() and (by_cell.flag == "").all()
     exact = engine.ntk_cells(cells, keys).condition
     assert (np.abs(by_cell.condition / exact - 1) > 1e-2).all()
+
+
+@pytest.mark.parametrize("mode", ["exact", *(pytest.param(m, marks=pytest.mark.slow)
+                                              for m in ("per_sample_running_stats", "per_sample_batch_stats"))])
+def test_conditional_masks_equal_the_masked_supernet(mode):
+    # The CPU path for partly pruned supernets (operators in conditionals, small convolutions
+    # unrolled) against the masked supernet's weighted sum, which other backends run.
+    # C = 3: the first stage's 3x3 convolutions unroll.
+    cond, product = (_small_engine(flag, ntk_mode=mode, C=3) for flag in (True, False))
+    rng = np.random.default_rng(3)
+    masks = (rng.random((4, 6, 5)) < 0.6).astype(np.float32)
+    masks[0, :, 1:] = 1.0  # a first pruning round's base
+    d = cond.draw(engine_lib.seed_keys(2, 1)[0])
+    J_c, J_p = cond.ntk_jacobians_masks(masks, d), product.ntk_jacobians_masks(masks, d)
+    G_c, G_p = (np.einsum("kbp,kcp->kbc", J.astype(np.float64), J) for J in (J_c, J_p))
+    for g_c, g_p in zip(G_c, G_p, strict=True):
+        assert np.linalg.norm(g_c - g_p) <= 1e-5 * np.linalg.norm(g_p)
+    assert cond.conditional_masks and not product.conditional_masks
+
+
+def test_worker_threads_change_nothing_but_the_order_of_work():
+    # Candidates computed on 3 threads at once come back in order and bit-identical.
+    one, three = (_small_engine(workers=w) for w in (1, 3))
+    rng = np.random.default_rng(5)
+    masks = (rng.random((5, 6, 5)) < 0.6).astype(np.float32)
+    d = one.draw(engine_lib.seed_keys(4, 1)[0])
+    np.testing.assert_array_equal(one.ntk_jacobians_masks(masks, d), three.ntk_jacobians_masks(masks, d))
+    np.testing.assert_array_equal(one.ntk_jacobians_cells(CELLS, d), three.ntk_jacobians_cells(CELLS, d))
+    assert three.traces["ntk_mask"] == three.traces["ntk_cell"] == 1
+    with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
+        _small_engine(workers=0)
 
 
 def test_config_validation():
