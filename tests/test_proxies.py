@@ -75,6 +75,26 @@ def test_exact_gram_equals_float64_reference(setup, index, structured, monkeypat
     assert np.linalg.norm(J_ps @ J_ps.T - G_ref) / np.linalg.norm(G_ref) > 1e-3
 
 
+@pytest.mark.parametrize("structured,mode", [
+    (True, "exact"), (False, "per_sample_running_stats"),
+    *(pytest.param(s, m, marks=pytest.mark.slow) for s, m in [
+        (False, "exact"), (True, "per_sample_running_stats"), (True, "per_sample_batch_stats"),
+        (False, "per_sample_batch_stats")])])
+def test_a_block_of_rows_is_that_block_of_the_jacobian(setup, mode, structured, monkeypatch):
+    # What worker threads compute when they split one network's rows; grouped passes too.
+    model, variables, x = setup
+    monkeypatch.setattr(ntk, "ROWS_X_BATCH", 2 * B)
+    if not structured:
+        variables = _without_perturbations(variables)
+    apply = _apply(model, jnp.asarray(space.from_index(6111).matrix))
+    J = np.asarray(ntk.jacobian(apply, variables, x, mode))
+    block = jax.jit(lambda v, x, r: ntk.jacobian(apply, v, x, mode, first_row=r, num_rows=B // 2))
+    for first in (0, B // 2):
+        np.testing.assert_allclose(block(variables, x, jnp.int32(first)), J[first:first + B // 2], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=f"num_rows must be in 1..{B} \\(the batch\\), got {B + 1}"):
+        ntk.jacobian(apply, variables, x, mode, num_rows=B + 1)
+
+
 def test_rows_per_pass_divides_the_batch_and_bounds_memory():
     for batch in (2, 6, 32, 64, 72, 100, 128, 4096):
         step = ntk.rows_per_pass(batch)
@@ -264,15 +284,20 @@ def test_conditional_masks_equal_the_masked_supernet(mode):
     assert cond.conditional_masks and not product.conditional_masks
 
 
-def test_worker_threads_change_nothing_but_the_order_of_work():
-    # Candidates computed on 3 threads at once come back in order and bit-identical.
-    one, three = (_small_engine(workers=w) for w in (1, 3))
+def test_worker_threads_return_the_same_jacobians_in_order():
+    # Candidates computed on 2 threads at once come back in order and bit-identical; a lone
+    # network has its rows split between the threads (a compiled variant of its own).
+    one, two = (_small_engine(workers=w) for w in (1, 2))
     rng = np.random.default_rng(5)
     masks = (rng.random((5, 6, 5)) < 0.6).astype(np.float32)
     d = one.draw(engine_lib.seed_keys(4, 1)[0])
-    np.testing.assert_array_equal(one.ntk_jacobians_masks(masks, d), three.ntk_jacobians_masks(masks, d))
-    np.testing.assert_array_equal(one.ntk_jacobians_cells(CELLS, d), three.ntk_jacobians_cells(CELLS, d))
-    assert three.traces["ntk_mask"] == three.traces["ntk_cell"] == 1
+    np.testing.assert_array_equal(one.ntk_jacobians_masks(masks, d), two.ntk_jacobians_masks(masks, d))
+    for i in CELLS[:2]:
+        alone, split = one.ntk_jacobians_cells([i], d), two.ntk_jacobians_cells([i], d)
+        assert split.shape == alone.shape == (1, 8, alone.shape[-1])
+        np.testing.assert_allclose(split, alone, rtol=1e-5, atol=1e-6)
+    assert one.traces["ntk_cell"] == two.traces["ntk_cell"] == two.traces["ntk_mask"] == 1
+    assert ("jac_cell", 4) in two._compiled and ("jac_cell", 8) in one._compiled  # 4 rows a call: split
     with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
         _small_engine(workers=0)
 

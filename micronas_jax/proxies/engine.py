@@ -129,9 +129,10 @@ class ProxyEngine:
         on a GPU, which copies each conditional's predicate back to the host).
 
         ``workers``: NTK Jacobians computed at once, each call on its own Python thread (XLA runs
-        them side by side). Default: on CPU, 2 where two or more cores are available (a pruning
-        round's candidate, NTK and regions, on 2 cores: 0.47 s against 0.57 s one at a time,
-        XLA's own threading leaving a core idle much of the time); elsewhere 1."""
+        them side by side); a lone network in exact mode has its rows split between them.
+        Default: on CPU, 2 where two or more cores are available (a pruning round's candidate,
+        NTK and regions, on 2 cores: 0.47 s against 0.57 s one at a time, XLA's own threading
+        leaving a core idle much of the time); elsewhere 1."""
         self.config = config = config or ProxyConfig()
         cpu = jax.default_backend() == "cpu"
         self.conditional_masks = cpu if conditional_masks is None else conditional_masks
@@ -149,6 +150,7 @@ class ProxyEngine:
         self.traces: dict[str, int] = {}  # compilations per function, for tests and logs
         self._compile_seconds = 0.0
         self.seconds: dict[str, float] = {}  # wall time per compiled function (compiling calls included)
+        self._compiled: set[tuple[str, int]] = set()  # (Jacobian function, rows per call) compiled
         self._build()
 
     # -- compiled functions ------------------------------------------------------------------
@@ -187,18 +189,22 @@ class ProxyEngine:
                 return logits, {"batch_stats": v["batch_stats"], "intermediates": inter}
             return apply
 
-        @jax.jit
-        def jac_mask(v, x, mask):
+        # Both take the first row of J to compute (traced) and the number of rows (static), so
+        # that threads can split one network's rows (see _map).
+        @functools.partial(jax.jit, static_argnames="num_rows")
+        def jac_mask(v, x, mask, first_row, num_rows):
             self._traced("ntk_mask")
+            rows = {"first_row": first_row, "num_rows": num_rows}
             if self.conditional_masks:
-                return ntk.jacobian(switched(mask=mask), v, x, c.ntk_mode, stats_apply_fn=masked_apply(mask))
-            return ntk.jacobian(masked_apply(mask), v, x, c.ntk_mode)
+                return ntk.jacobian(switched(mask=mask), v, x, c.ntk_mode, stats_apply_fn=masked_apply(mask), **rows)
+            return ntk.jacobian(masked_apply(mask), v, x, c.ntk_mode, **rows)
 
-        @jax.jit
-        def jac_cell(v, x, idx):
+        @functools.partial(jax.jit, static_argnames="num_rows")
+        def jac_cell(v, x, idx, first_row, num_rows):
             self._traced("ntk_cell")
             one_hot = jax.nn.one_hot(idx, space.NUM_OPS)  # the batch's statistics, if needed
-            return ntk.jacobian(switched(idx), v, x, c.ntk_mode, stats_apply_fn=masked_apply(one_hot))
+            return ntk.jacobian(switched(idx), v, x, c.ntk_mode, stats_apply_fn=masked_apply(one_hot),
+                                first_row=first_row, num_rows=num_rows)
 
         def lr_apply(v, x, mask):
             return self.lr_net.apply(v, x, mask, train=True, mutable=["batch_stats", "intermediates"])
@@ -211,10 +217,10 @@ class ProxyEngine:
 
         self._draw_fn, self._jac_mask, self._jac_cell, self._regions = draw, jac_mask, jac_cell, regions
 
-    def _timed(self, fn, *args):
+    def _timed(self, fn, *args, **kwargs):
         before = sum(self.traces.values())
         start = time.perf_counter()
-        out = jax.block_until_ready(fn(*args))
+        out = jax.block_until_ready(fn(*args, **kwargs))
         seconds = time.perf_counter() - start
         name = getattr(fn, "__name__", "fn")
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
@@ -240,35 +246,44 @@ class ProxyEngine:
         return Draw(v_ntk, self.source.batch(k_x, c.batch_size), v_lr, lr_inputs)
 
     # -- scoring -----------------------------------------------------------------------------
-    def _map(self, fn, name: str, draw: Draw, per_call: Sequence[jax.Array]) -> np.ndarray:
-        """``fn(variables, inputs, a)`` for each ``a``, stacked. Until ``fn`` has compiled, one
-        call runs alone; the others run ``self.workers`` at a time."""
-        todo = list(per_call)
+    def _map(self, fn, draw: Draw, per_call: Sequence[jax.Array]) -> np.ndarray:
+        """float32[K, B, P]: ``fn``'s Jacobian for each of the K ``per_call`` arguments, run
+        ``self.workers`` at a time on threads. In exact mode with fewer networks than workers,
+        each network's B rows are split between the workers instead: each recomputes the forward
+        pass, little beside B backward passes (one cell on 2 cores: 256 against 282 ms; the
+        per-sample modes, a single backward pass, were slower so). A variant's first call runs
+        alone, so that it compiles once."""
+        batch, k = self.config.batch_size, len(per_call)
+        split = self.config.ntk_mode == ntk.NTKMode.EXACT and 0 < k < self.workers and batch % self.workers == 0
+        parts = self.workers if split else 1
+        rows = batch // parts
+        todo = [(a, jnp.asarray(r * rows, jnp.int32)) for a in per_call for r in range(parts)]
         out = []
-        if name not in self.traces:
-            out.append(np.asarray(self._timed(fn, draw.ntk_variables, draw.ntk_inputs, todo.pop(0))))
+        if (fn.__name__, rows) not in self._compiled:
+            out.append(np.asarray(self._timed(fn, draw.ntk_variables, draw.ntk_inputs, *todo.pop(0), num_rows=rows)))
+            self._compiled.add((fn.__name__, rows))
         if todo:
             start = time.perf_counter()
 
-            def call(a):
-                return np.asarray(fn(draw.ntk_variables, draw.ntk_inputs, a))
+            def call(args):
+                return np.asarray(fn(draw.ntk_variables, draw.ntk_inputs, *args, num_rows=rows))
 
             if self.workers > 1 and len(todo) > 1:
                 with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
                     out += list(pool.map(call, todo))
             else:
-                out += [call(a) for a in todo]
+                out += [call(args) for args in todo]
             self.seconds[fn.__name__] = self.seconds.get(fn.__name__, 0.0) + time.perf_counter() - start
-        return np.stack(out)
+        return np.stack(out).reshape(k, batch, -1)
 
     def ntk_jacobians_cells(self, cells: Sequence[space.ArchLike], draw: Draw) -> np.ndarray:
         """float32[K, B, P] for single cells (only their own operators run)."""
         idx = [jnp.asarray(space.as_cell(arch).op_indices, jnp.int32) for arch in cells]
-        return self._map(self._jac_cell, "ntk_cell", draw, idx)
+        return self._map(self._jac_cell, draw, idx)
 
     def ntk_jacobians_masks(self, masks: np.ndarray, draw: Draw) -> np.ndarray:
         """float32[K, B, P] for float[K, 6, 5] masks (partly pruned supernets)."""
-        return self._map(self._jac_mask, "ntk_mask", draw, [jnp.asarray(m) for m in _check_masks(masks)])
+        return self._map(self._jac_mask, draw, [jnp.asarray(m) for m in _check_masks(masks)])
 
     def regions_draw(self, masks: np.ndarray, draw: Draw) -> np.ndarray:
         """int64[K] linear-region counts of float[K, 6, 5] masks under one draw (vmapped).

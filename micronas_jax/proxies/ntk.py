@@ -101,7 +101,8 @@ def rows_per_pass(batch: int) -> int:
 
 
 def jacobian(apply_fn: ApplyFn, variables: Any, x: jax.Array,
-             mode: NTKMode = NTKMode.EXACT, *, stats_apply_fn: ApplyFn | None = None) -> jax.Array:
+             mode: NTKMode = NTKMode.EXACT, *, stats_apply_fn: ApplyFn | None = None,
+             first_row: jax.Array | int = 0, num_rows: int | None = None) -> jax.Array:
     """float32[B, P]: the NTK Jacobian rows (weights only) of ``apply_fn`` at ``variables``.
 
     Args:
@@ -111,24 +112,31 @@ def jacobian(apply_fn: ApplyFn, variables: Any, x: jax.Array,
       mode: which kernel (see ``NTKMode``).
       stats_apply_fn: computes the batch's statistics in ``PER_SAMPLE_BATCH_STATS`` mode, for an
         ``apply_fn`` that does not return updated statistics (default: ``apply_fn``).
+      first_row, num_rows: compute only rows ``first_row .. first_row + num_rows - 1`` of J
+        (float32[num_rows, P]; default all B), the batch still the whole of ``x``: so that
+        threads can share one network's rows. ``first_row`` may be traced.
 
     Columns are grouped per parameter; the structured exact path orders a kernel's entries by
     patch rather than by kernel index. G = J J^T does not depend on the order.
     """
     mode = NTKMode(mode)
+    batch = x.shape[0]
+    num_rows = batch if num_rows is None else num_rows
+    if not 1 <= num_rows <= batch:
+        raise ValueError(f"num_rows must be in 1..{batch} (the batch), got {num_rows}")
+    eye = jax.lax.dynamic_slice_in_dim(jnp.eye(batch, dtype=x.dtype), first_row, num_rows)  # cotangents
     if mode == NTKMode.EXACT and "perturbations" in variables:
-        return _exact_structured(apply_fn, variables, x)
+        return _exact_structured(apply_fn, variables, x, eye)
     # Per-sample rows: vmap(grad) measured faster than the structured form here (no B x B coupling).
     variables = {k: v for k, v in variables.items() if k != "perturbations"}  # batch-shaped zeros
     weights, rest = split_weights(variables["params"])
-    batch = x.shape[0]
     if mode == NTKMode.EXACT:
         def summed(w):
             logits, _ = apply_fn({**variables, "params": _merge(w, rest)}, x, True)
             return logits.sum(axis=1)
 
         _, vjp = jax.vjp(summed, weights)
-        rows = jax.lax.map(lambda e: vjp(e)[0], jnp.eye(batch, dtype=x.dtype))
+        rows = jax.lax.map(lambda e: vjp(e)[0], eye)
         return _rows_to_matrix(rows)
     if mode == NTKMode.PER_SAMPLE_RUNNING_STATS:
         stats = variables["batch_stats"]
@@ -139,12 +147,13 @@ def jacobian(apply_fn: ApplyFn, variables: Any, x: jax.Array,
         logits, _ = apply_fn({"params": _merge(w, rest), "batch_stats": stats}, xi[None], False)
         return logits.sum()
 
-    rows = jax.vmap(jax.grad(one), in_axes=(None, 0))(weights, x)
+    rows = jax.vmap(jax.grad(one), in_axes=(None, 0))(weights, jax.lax.dynamic_slice_in_dim(x, first_row, num_rows))
     return _rows_to_matrix(rows)
 
 
-def _exact_structured(apply_fn: ApplyFn, variables: Any, x: jax.Array) -> jax.Array:
-    """The exact (batch-coupled) Jacobian, all B rows in one vmapped backward pass.
+def _exact_structured(apply_fn: ApplyFn, variables: Any, x: jax.Array, eye: jax.Array) -> jax.Array:
+    """The exact (batch-coupled) Jacobian's rows for float[R, B] cotangents ``eye`` (rows of the
+    identity), in one vmapped backward pass.
 
     Vmapping a backward pass over B cotangents makes every convolution's weight gradient a
     grouped convolution, slow on CPU. So the batched backward pass runs the data path only, with
@@ -172,10 +181,11 @@ def _exact_structured(apply_fn: ApplyFn, variables: Any, x: jax.Array) -> jax.Ar
         cols += _kernel_rows(kernels, inter, traverse_util.flatten_dict(g_perts))
         return jnp.concatenate(cols, axis=1)
 
-    eye, step = jnp.eye(batch, dtype=x.dtype), rows_per_pass(batch)
-    if step == batch:
+    num_rows, limit = eye.shape[0], rows_per_pass(batch)
+    step = max(d for d in range(1, min(num_rows, limit) + 1) if num_rows % d == 0)
+    if step == num_rows:
         return rows(eye)
-    return jax.lax.map(rows, eye.reshape(batch // step, step, batch)).reshape(batch, -1)
+    return jax.lax.map(rows, eye.reshape(num_rows // step, step, batch)).reshape(num_rows, -1)
 
 
 def _split_kernels(params: Any) -> tuple[dict, dict, dict]:
