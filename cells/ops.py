@@ -11,6 +11,7 @@ mode does; ``train=False`` uses the running statistics.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -35,9 +36,10 @@ UNROLL_MAX_TERMS = 81
 convolutions on CPU with at most this many kernel entries (k * k * C_in * C_out: the 3x3
 convolutions of TE-NAS's C = 3 stage, 1x1 up to 9 channels) run as unrolled multiply-adds of
 shifted slices (``small_conv``), not XLA's convolution, whose CPU kernels are slow at a few
-channels. Measured on the exact NTK (B = 32, one thread): one cell about 13 % faster; larger
-kernels slower unrolled, and the masked supernet (every operator live) 2x slower, so it keeps
-XLA's. 0 turns it off; the results agree to float32 rounding."""
+channels. Measured on the NTK of one cell (B = 32, one thread, seven cells, with ``_cpu_conv``'s
+backward pass): exact 261 against 345 ms, per-sample 16 against 23 ms; larger kernels slower
+unrolled, and the masked supernet (every operator live) 2x slower, so it keeps XLA's. 0 turns it
+off; the results agree to float32 rounding."""
 
 
 def _pad_same(x: jax.Array, k: int) -> jax.Array:
@@ -79,23 +81,74 @@ def _small_conv_fwd(x, kernel):
 
 def _small_conv_bwd(res, g):
     x, kernel = res
-    k, (h, w) = kernel.shape[0], x.shape[-3:-1]
     dx = _unrolled(g, kernel[::-1, ::-1].transpose(0, 1, 3, 2))
-    xp = _pad_same(x, k)
-    dk = jnp.stack([jnp.stack([
-        jnp.einsum("...hwi,...hwo->io", xp[..., dy:dy + h, dx_:dx_ + w, :], g, precision=PRECISION)
-        for dx_ in range(k)]) for dy in range(k)])
-    return dx, dk.astype(kernel.dtype)
+    return dx, kernel_gradient(x, g, kernel.shape[0], 1).astype(kernel.dtype)
 
 
 small_conv.defvjp(_small_conv_fwd, _small_conv_bwd)
 
 
-def _xla_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+def taps(x: jax.Array, k: int, stride: int, out_hw: tuple[int, int]) -> list[jax.Array]:
+    """The k * k shifted views float[..., H', W', C] of float[..., H, W, C], zero-padded by
+    (k - 1) / 2, that a k x k convolution at ``stride`` multiplies by its taps, in (dy, dx) order."""
+    h, w = out_hw
+    xp = _pad_same(x, k)
+    return [xp[..., dy:dy + stride * (h - 1) + 1:stride, dx:dx + stride * (w - 1) + 1:stride, :]
+            for dy in range(k) for dx in range(k)]
+
+
+def patches(x: jax.Array, k: int, stride: int, out_hw: tuple[int, int]) -> jax.Array:
+    """float[..., H', W', k * k * C]: each output position's input patch, ordered as a HWIO
+    kernel flattens (dy, dx, channel). Slices, not ``lax.conv_general_dilated_patches``: that
+    is an identity-kernel convolution, 3-10x slower on CPU at these sizes."""
+    return jnp.concatenate(taps(x, k, stride, out_hw), axis=-1)
+
+
+def kernel_gradient(x: jax.Array, g: jax.Array, k: int, stride: int) -> jax.Array:
+    """float[k, k, C_in, C_out]: the gradient of a k x k 'same' convolution's kernel, for input
+    float[..., H, W, C_in] and output cotangent float[..., H', W', C_out]: one contraction per tap."""
+    rows = [jnp.einsum("...hwi,...hwo->io", t, g, precision=PRECISION) for t in taps(x, k, stride, g.shape[-3:-1])]
+    return jnp.stack(rows).reshape(k, k, x.shape[-1], g.shape[-1])
+
+
+def _lax_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     pad = (kernel.shape[0] - 1) // 2
     return jax.lax.conv_general_dilated(
         x, kernel, (stride, stride), ((pad, pad), (pad, pad)),
         dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=PRECISION)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _cpu_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """XLA's convolution with a backward pass that XLA's CPU runs faster at a few channels: the
+    input's gradient at stride 1 as a forward convolution of the cotangent by the flipped,
+    transposed kernel (XLA's backward-data form measured about 2x slower), the kernel's as one
+    contraction per tap (``kernel_gradient``; XLA's backward-filter convolution, and its
+    per-sample form under ``vmap``, 3-5x slower). Exact NTK of one cell, B = 32, one thread:
+    354 -> 261 ms (mean of seven cells); per-sample Jacobian 24.9 -> 16.3 ms."""
+    return _lax_conv(x, kernel, stride)
+
+
+def _cpu_conv_fwd(x, kernel, stride):
+    return _lax_conv(x, kernel, stride), (x, kernel)
+
+
+def _cpu_conv_bwd(stride, res, g):
+    x, kernel = res
+    if stride == 1:
+        dx = _lax_conv(g, kernel[::-1, ::-1].transpose(0, 1, 3, 2), 1)
+    else:
+        dx = jax.vjp(lambda x: _lax_conv(x, kernel, stride), x)[1](g)[0]
+    return dx, kernel_gradient(x, g, kernel.shape[0], stride).astype(kernel.dtype)
+
+
+_cpu_conv.defvjp(_cpu_conv_fwd, _cpu_conv_bwd)
+
+
+def _xla_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    if jax.default_backend() == "cpu":
+        return _cpu_conv(x, kernel, stride)
+    return _lax_conv(x, kernel, stride)
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int, unroll: bool = False) -> jax.Array:

@@ -200,32 +200,55 @@ def test_switched_apply_with_a_mask_equals_the_masked_supernet(supernet, train):
         nw.switched_apply(SMALL, variables, x, jnp.zeros(6, jnp.int32), train=train, mask=jnp.ones((6, 5)))
 
 
-@pytest.mark.parametrize("shape", [(3, 3, 3), (1, 1, 3), (3, 3, 1), (2, 4, 1), (1, 2, 3)])  # C_in, C_out, k
-def test_unrolled_small_conv_equals_xla_convolution_and_its_gradients(shape):
-    # The CPU path for small kernels (ops.small_conv, a custom VJP) against float64 NumPy for the
-    # forward pass and XLA's own convolution, differentiated by JAX in float64, for the backward.
-    c_in, c_out, k = shape
-    kx, kw, kg = jax.random.split(jax.random.key(3), 3)
-    x = jax.random.normal(kx, (BATCH, 6, 5, c_in))
-    w = jax.random.normal(kw, (k, k, c_in, c_out))
-    g = jax.random.normal(kg, (BATCH, 6, 5, c_out))
-    assert w.size <= ops_lib.UNROLL_MAX_TERMS
-    want = numpy_reference.conv(np.asarray(x, np.float64), np.asarray(w, np.float64), pad=(k - 1) // 2)
-    np.testing.assert_allclose(ops_lib.small_conv(x, w), want, rtol=1e-5, atol=1e-5)
-
+def _assert_gradients_match_xla_in_float64(conv, x, w, g, stride):
+    """``conv``'s input, kernel and per-sample kernel gradients against XLA's own convolution,
+    differentiated by JAX in float64."""
     def xla(x, w):
-        return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return ops_lib._lax_conv(x, w, stride)
 
     with jax.enable_x64(True):
         x64, w64, g64 = (jnp.asarray(a, jnp.float64) for a in (x, w, g))
         ref_dx, ref_dw = jax.vjp(xla, x64, w64)[1](g64)
         ref_per_sample = jax.vmap(jax.grad(lambda w, xi, gi: (xla(xi[None], w) * gi).sum()),
                                   (None, 0, 0))(w64, x64, g64)
-    dx, dw = jax.vjp(ops_lib.small_conv, x, w)[1](g)
-    per_sample = jax.vmap(jax.grad(lambda w, xi, gi: (ops_lib.small_conv(xi[None], w) * gi).sum()),
-                          (None, 0, 0))(w, x, g)
+    dx, dw = jax.vjp(conv, x, w)[1](g)
+    per_sample = jax.vmap(jax.grad(lambda w, xi, gi: (conv(xi[None], w) * gi).sum()), (None, 0, 0))(w, x, g)
     for got, ref in ((dx, ref_dx), (dw, ref_dw), (per_sample, ref_per_sample)):
         np.testing.assert_allclose(np.asarray(got, np.float64), np.asarray(ref), rtol=1e-5, atol=1e-5)
+
+
+def _conv_case(c_in, c_out, k, stride, hw=(6, 5)):
+    kx, kw, kg = jax.random.split(jax.random.key(3), 3)
+    x = jax.random.normal(kx, (BATCH, *hw, c_in))
+    w = jax.random.normal(kw, (k, k, c_in, c_out))
+    out_hw = tuple((n - 1) // stride + 1 for n in hw)  # padding (k - 1) / 2
+    return x, w, jax.random.normal(kg, (BATCH, *out_hw, c_out))
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 3), (1, 1, 3), (3, 3, 1), (2, 4, 1), (1, 2, 3)])  # C_in, C_out, k
+def test_unrolled_small_conv_equals_xla_convolution_and_its_gradients(shape):
+    # The CPU path for small kernels (ops.small_conv, a custom VJP) against float64 NumPy for the
+    # forward pass and XLA's own convolution, differentiated by JAX in float64, for the backward.
+    c_in, c_out, k = shape
+    x, w, g = _conv_case(c_in, c_out, k, 1)
+    assert w.size <= ops_lib.UNROLL_MAX_TERMS
+    want = numpy_reference.conv(np.asarray(x, np.float64), np.asarray(w, np.float64), pad=(k - 1) // 2)
+    np.testing.assert_allclose(ops_lib.small_conv(x, w), want, rtol=1e-5, atol=1e-5)
+    _assert_gradients_match_xla_in_float64(ops_lib.small_conv, x, w, g, 1)
+
+
+@pytest.mark.parametrize("shape", [(6, 6, 3, 1), (3, 6, 3, 2), (6, 12, 1, 1), (3, 6, 1, 2), (4, 3, 3, 2)])
+def test_cpu_convolution_backward_pass_equals_xla_gradients(shape):
+    # ops._cpu_conv's own backward pass (a forward convolution for the input's gradient at stride
+    # 1, one contraction per tap for the kernel's), odd sizes at stride 2 included.
+    c_in, c_out, k, stride = shape
+    x, w, g = _conv_case(c_in, c_out, k, stride, hw=(7, 6))
+    want = numpy_reference.conv(np.asarray(x, np.float64), np.asarray(w, np.float64), stride, (k - 1) // 2)
+    np.testing.assert_allclose(ops_lib._cpu_conv(x, w, stride), want, rtol=1e-5, atol=1e-5)
+    _assert_gradients_match_xla_in_float64(lambda x, w: ops_lib._cpu_conv(x, w, stride), x, w, g, stride)
+    # patches, in a HWIO kernel's order, times the flattened kernel is the convolution
+    p = ops_lib.patches(x, k, stride, g.shape[1:3])
+    np.testing.assert_allclose(p @ w.reshape(-1, c_out), want, rtol=1e-5, atol=1e-5)
 
 
 def test_conv2d_unrolls_only_small_stride_one_kernels(monkeypatch):

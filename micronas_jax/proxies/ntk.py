@@ -116,8 +116,8 @@ def jacobian(apply_fn: ApplyFn, variables: Any, x: jax.Array,
         (float32[num_rows, P]; default all B), the batch still the whole of ``x``: so that
         threads can share one network's rows. ``first_row`` may be traced.
 
-    Columns are grouped per parameter; the structured exact path orders a kernel's entries by
-    patch rather than by kernel index. G = J J^T does not depend on the order.
+    Columns are grouped per parameter, each flattened as stored; the structured exact path puts
+    the convolution kernels after the other weights. G = J J^T does not depend on the order.
     """
     mode = NTKMode(mode)
     batch = x.shape[0]
@@ -161,8 +161,7 @@ def _exact_structured(apply_fn: ApplyFn, variables: Any, x: jax.Array, eye: jax.
     cotangent delta), the BatchNorm scales and the classifier; each kernel's rows are then one
     contraction of the convolution's input patches with delta. Needs ``variables['perturbations']``
     and ``apply_fn`` returning ``intermediates`` with each convolution's ``conv_in``; padding
-    (k - 1) / 2 as ``cells.ops.Conv``. Columns within a kernel come in patch order, not the
-    kernel's: J J^T is the same.
+    (k - 1) / 2 as ``cells.ops.Conv``.
     """
     kernels, others, rest = _split_kernels(variables["params"])
     batch = x.shape[0]
@@ -206,12 +205,10 @@ def _kernel_rows(kernels: dict, inputs: dict, deltas: dict) -> list[jax.Array]:
         (x_in,) = inputs[(*path[:-1], "conv_in")]
         delta = deltas[(*path[:-1], "out")]
         k = kernels[path].shape[0]
-        stride, pad = x_in.shape[1] // delta.shape[-3], (k - 1) // 2
+        stride = x_in.shape[1] // delta.shape[-3]
 
-        def rows(x_in=x_in, delta=delta, k=k, stride=stride, pad=pad):
-            patches = jax.lax.conv_general_dilated_patches(
-                x_in, (k, k), (stride, stride), ((pad, pad), (pad, pad)),
-                dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=ops_lib.PRECISION)
+        def rows(x_in=x_in, delta=delta, k=k, stride=stride):
+            patches = ops_lib.patches(x_in, k, stride, delta.shape[-3:-1])
             rows = jnp.einsum("bhwp,rbhwc->rpc", patches, delta, precision=ops_lib.PRECISION)
             return rows.reshape(delta.shape[0], -1)
 
