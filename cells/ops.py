@@ -67,6 +67,12 @@ def _unrolled(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return acc
 
 
+def _flipped(kernel: jax.Array) -> jax.Array:
+    """The kernel whose stride-1 'same' convolution is the transpose of ``kernel``'s: spatially
+    flipped, input and output channels swapped (the input gradient's kernel)."""
+    return kernel[::-1, ::-1].transpose(0, 1, 3, 2)
+
+
 @jax.custom_vjp
 def small_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """``_unrolled`` with a backward pass of the same form: the input's gradient is the
@@ -81,7 +87,7 @@ def _small_conv_fwd(x, kernel):
 
 def _small_conv_bwd(res, g):
     x, kernel = res
-    dx = _unrolled(g, kernel[::-1, ::-1].transpose(0, 1, 3, 2))
+    dx = _unrolled(g, _flipped(kernel))
     return dx, kernel_gradient(x, g, kernel.shape[0], 1).astype(kernel.dtype)
 
 
@@ -136,7 +142,7 @@ def _cpu_conv_fwd(x, kernel, stride):
 def _cpu_conv_bwd(stride, res, g):
     x, kernel = res
     if stride == 1:
-        dx = _lax_conv(g, kernel[::-1, ::-1].transpose(0, 1, 3, 2), 1)
+        dx = _lax_conv(g, _flipped(kernel), 1)
     else:
         dx = jax.vjp(lambda x: _lax_conv(x, kernel, stride), x)[1](g)[0]
     return dx, kernel_gradient(x, g, kernel.shape[0], stride).astype(kernel.dtype)

@@ -96,8 +96,11 @@ eighth of the cotangents alive at a time; at B <= 32 it is one pass, as before."
 
 def rows_per_pass(batch: int) -> int:
     """The divisor of ``batch`` closest to ``ROWS_X_BATCH // batch`` from below (at least 1)."""
-    target = max(1, min(batch, ROWS_X_BATCH // batch))
-    return max(d for d in range(1, target + 1) if batch % d == 0)
+    return _largest_divisor(batch, max(1, ROWS_X_BATCH // batch))
+
+
+def _largest_divisor(n: int, at_most: int) -> int:
+    return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
 
 
 def jacobian(apply_fn: ApplyFn, variables: Any, x: jax.Array,
@@ -180,8 +183,8 @@ def _exact_structured(apply_fn: ApplyFn, variables: Any, x: jax.Array, eye: jax.
         cols += _kernel_rows(kernels, inter, traverse_util.flatten_dict(g_perts))
         return jnp.concatenate(cols, axis=1)
 
-    num_rows, limit = eye.shape[0], rows_per_pass(batch)
-    step = max(d for d in range(1, min(num_rows, limit) + 1) if num_rows % d == 0)
+    num_rows = eye.shape[0]
+    step = _largest_divisor(num_rows, rows_per_pass(batch))
     if step == num_rows:
         return rows(eye)
     return jax.lax.map(rows, eye.reshape(num_rows // step, step, batch)).reshape(num_rows, -1)
