@@ -45,6 +45,7 @@ class CellModule(nn.Module):
 
     ops: tuple[str, ...] | None = None
     kernel_init: ops_lib.Initializer = ops_lib.kaiming_normal
+    unroll: bool = False  # see ``NB201Network.unroll_cells``
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, train: bool) -> jax.Array:
@@ -60,7 +61,7 @@ class CellModule(nn.Module):
                         continue  # zero whatever its weight
                     y = ops_lib.apply_op(
                         op, nodes[src], train=train, name=sk.edge_module_name(edge, op),
-                        kernel_init=self.kernel_init,
+                        kernel_init=self.kernel_init, unroll=self.unroll,
                     )
                     if mask is not None:
                         y = mask[edge, o].astype(y.dtype) * y
@@ -93,7 +94,7 @@ class Stem(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        x = ops_lib.Conv(self.features, 3, kernel_init=self.kernel_init, name="conv")(x)
+        x = ops_lib.Conv(self.features, 3, kernel_init=self.kernel_init, unroll=True, name="conv")(x)
         return ops_lib.batch_norm(train, name="bn")(x)
 
 
@@ -120,12 +121,17 @@ class NB201Network(nn.Module):
       cell: the cell for a standalone network; ``None`` for the masked supernet.
       kernel_init: initialiser of every convolution (default Kaiming normal, fan-in).
       dense_init: initialiser of the classifier weight (bias starts at zero).
+      unroll_cells: run the cells' small convolutions unrolled on CPU (``cells.ops.UNROLL_MAX_TERMS``;
+        same function and variables): for the thin linear-region network, whose 1-channel
+        convolutions XLA's CPU kernels run slowly (regions of one cell, B = 3 x 1,000, one
+        thread: 9.7 -> 3.7 ms, the same counts on 89 masks x 3 seeds).
     """
 
     skeleton: sk.Skeleton
     cell: space.Cell | None = None
     kernel_init: ops_lib.Initializer = ops_lib.kaiming_normal
     dense_init: ops_lib.Initializer = default_dense_init
+    unroll_cells: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, train: bool) -> jax.Array:
@@ -153,7 +159,7 @@ class NB201Network(nn.Module):
             if unit.kind == "stem":
                 x = Stem(unit.cout, self.kernel_init, name=unit.name)(x, train=train)
             elif unit.kind == "cell":
-                x = CellModule(ops, self.kernel_init, name=unit.name)(x, mask, train=train)
+                x = CellModule(ops, self.kernel_init, self.unroll_cells, name=unit.name)(x, mask, train=train)
             elif unit.kind == "reduction":
                 x = ResidualReduction(unit.cout, self.kernel_init, name=unit.name)(x, train=train)
             else:
@@ -189,18 +195,24 @@ def switched_apply(skeleton: sk.Skeleton, variables: Any, x: jax.Array, op_indic
       mask: float[6, 5] edge x operator weights, instead of ``op_indices``.
 
     Returns:
-      (float[B, num_classes] logits, intermediates): the second holds every convolution's input
-      under the masked supernet's module paths (``.../conv/conv_in``), for the structured NTK, and
-      for the cell's convolutions whether each runs (``.../conv/alive``, a bool scalar).
+      (float[B, num_classes] logits, state), as a Flax ``apply`` with ``mutable=['batch_stats',
+      'intermediates']`` returns them: ``state['batch_stats']`` the running statistics, updated
+      in training mode for the BatchNorms that ran (the others as given), and
+      ``state['intermediates']`` every convolution's input under the masked supernet's module
+      paths (``.../conv/conv_in``), for the structured NTK, and for the cell's convolutions
+      whether each runs (``.../conv/alive``, a bool scalar).
     """
     if (op_indices is None) == (mask is None):
         raise ValueError("switched_apply takes exactly one of op_indices and mask")
     inter: dict[str, Any] = {}
+    stats = dict(variables.get("batch_stats", {}))
 
     def run(module, name, h):
         out, state = module.apply(_subtree(variables, name), h, train=train,
                                   mutable=["batch_stats", "intermediates"])
         inter[name] = state.get("intermediates", {})
+        if "batch_stats" in state:
+            stats[name] = state["batch_stats"]
         return out
 
     for unit in skeleton.units:
@@ -211,8 +223,9 @@ def switched_apply(skeleton: sk.Skeleton, variables: Any, x: jax.Array, op_indic
         elif unit.kind == "head":
             x = run(Head(unit.cout), unit.name, x)
         else:
-            x, inter[unit.name] = _switched_cell(_subtree(variables, unit.name), x, op_indices, mask, train)
-    return x, inter
+            x, inter[unit.name], stats[unit.name] = _switched_cell(
+                _subtree(variables, unit.name), x, op_indices, mask, train)
+    return x, {"batch_stats": stats, "intermediates": inter}
 
 
 def _subtree(variables: Any, name: str) -> dict[str, Any]:
@@ -222,37 +235,56 @@ def _subtree(variables: Any, name: str) -> dict[str, Any]:
 
 
 def _switched_cell(cell_vars, x, op_indices, mask, train):
+    """(node 3, intermediates, batch_stats) of one cell; see ``switched_apply``. Every branch of
+    an edge's conditional returns the edge's convolutions' statistics, updated by the one it ran."""
     inter = {}
+    stats = dict(cell_vars["batch_stats"])
 
-    def conv(edge, k, h):
-        name = sk.edge_module_name(edge, f"nor_conv_{k}x{k}")
-        sub = _subtree(cell_vars, name)
-        return ops_lib.ReLUConvBN(h.shape[-1], k, unroll=True).apply(sub, h, train=train, mutable=["batch_stats"])[0]
+    def conv(edge_stats, name, k, h):
+        out, state = ops_lib.ReLUConvBN(h.shape[-1], k, unroll=True).apply(
+            _subtree(cell_vars, name), h, train=train, mutable=["batch_stats"])
+        return out, {**edge_stats, name: state["batch_stats"]}
+
+    def plain(edge_stats, f):
+        return lambda h: (f(h), edge_stats)
 
     nodes = [x]
     for node in range(1, space.NUM_NODES):
         total = None
         for src in range(node):
             edge, h = space.EDGES.index((src, node)), nodes[src]
-            branches = [jnp.zeros_like, lambda h: h, functools.partial(conv, edge, 1),
-                        functools.partial(conv, edge, 3), ops_lib.avg_pool_3x3]  # space.OPS order
+            names = {k: sk.edge_module_name(edge, f"nor_conv_{k}x{k}") for k in (1, 3)}
+            edge_stats = {n: stats[n] for n in names.values()}
+            branches = [plain(edge_stats, jnp.zeros_like), plain(edge_stats, lambda h: h),
+                        functools.partial(conv, edge_stats, names[1], 1),
+                        functools.partial(conv, edge_stats, names[3], 3),
+                        plain(edge_stats, ops_lib.avg_pool_3x3)]  # space.OPS order
             for k in (1, 3):  # both conv operators read relu(node src), whichever runs
-                op = f"nor_conv_{k}x{k}"
-                o = space.OPS.index(op)
-                inter[sk.edge_module_name(edge, op)] = {"conv": {
+                o = space.OPS.index(f"nor_conv_{k}x{k}")
+                inter[names[k]] = {"conv": {
                     "conv_in": (jax.nn.relu(h),),
                     # spares the NTK a scan for zeros
                     "alive": (op_indices[edge] == o if mask is None else mask[edge, o] != 0,)}}
             if mask is None:
-                y = jax.lax.switch(op_indices[edge], branches, h)
+                y, edge_stats = jax.lax.switch(op_indices[edge], branches, h)
             else:
                 y = mask[edge, 1] * h  # skip_connect; 'none' adds nothing
                 for o in (2, 3, 4):
                     w = mask[edge, o]
-                    y = y + jax.lax.cond(w != 0, lambda h, f=branches[o], w=w: w * f(h), jnp.zeros_like, h)
+
+                    def live(h, f=branches[o], w=w):
+                        out, new = f(h)
+                        return w * out, new
+
+                    out, new = jax.lax.cond(w != 0, live, plain(edge_stats, jnp.zeros_like), h)
+                    y = y + out
+                    if o in (2, 3):  # its own statistics (the branch holds the other's as it found them)
+                        own = names[1 if o == 2 else 3]
+                        edge_stats = {**edge_stats, own: new[own]}
+            stats.update(edge_stats)
             total = y if total is None else total + y
         nodes.append(total)
-    return nodes[-1], inter
+    return nodes[-1], inter, stats
 
 
 def select_params(supernet_variables: Any, cell: space.ArchLike) -> Any:

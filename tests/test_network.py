@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from cells import network as nw
 from cells import ops as ops_lib
@@ -164,14 +165,40 @@ def test_stemless_thin_network_runs():
     assert out.shape == (2, 1)
 
 
+def _supernet_statistics(supernet, x, mask, train):
+    """The masked supernet's updated running statistics; those of operators the mask leaves out
+    (which it runs, at weight 0) as they were: switched_apply does not run them."""
+    model, variables, _, _ = supernet
+    _, state = model.apply(variables, x, jnp.asarray(mask), train=train, mutable=["batch_stats"])
+    new = traverse_util.flatten_dict(state["batch_stats"])
+    old = traverse_util.flatten_dict(variables["batch_stats"])
+    for path in new:
+        edge = next((p for p in path if p.startswith("edge_")), None)
+        if edge is not None:
+            _, src, dst, op = edge.split("_", 3)
+            if mask[space.EDGES.index((int(src), int(dst))), space.OPS.index(op)] == 0:
+                new[path] = old[path]
+    return new
+
+
+def _assert_same_statistics(got, want_flat):
+    got = traverse_util.flatten_dict(got)
+    assert sorted(got) == sorted(want_flat)
+    for path, value in want_flat.items():  # float32 sums err with their largest terms
+        atol = 1e-6 + 1e-5 * float(np.abs(value).max())
+        np.testing.assert_allclose(got[path], value, rtol=1e-5, atol=atol, err_msg=str(path))
+
+
 @pytest.mark.parametrize("train", [True, False])
 def test_switched_apply_equals_the_masked_supernet(supernet, train):
     _, variables, x, apply = supernet
     run = jax.jit(lambda v, x, idx: nw.switched_apply(SMALL, v, x, idx, train=train))
     for cell in _random_cells(5, seed=21):
-        got, inter = run(variables, x, jnp.asarray(cell.op_indices))
+        got, state = run(variables, x, jnp.asarray(cell.op_indices))
         want = apply(variables, x, jnp.asarray(cell.matrix), train)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=str(cell))
+        _assert_same_statistics(state["batch_stats"], _supernet_statistics(supernet, x, cell.matrix, train))
+        inter = state["intermediates"]
         # Every convolution's input is exposed, under the supernet's module paths.
         assert inter["stem"]["conv"]["conv_in"][0].shape == x.shape
         assert "conv_in" in inter["cells_0"]["edge_0_1_nor_conv_3x3"]["conv"]
@@ -192,9 +219,10 @@ def test_switched_apply_with_a_mask_equals_the_masked_supernet(supernet, train):
     _, variables, x, apply = supernet
     run = jax.jit(lambda v, x, m: nw.switched_apply(SMALL, v, x, train=train, mask=m))
     for mask in _partial_masks(6, seed=5):
-        got, inter = run(variables, x, jnp.asarray(mask))
+        got, state = run(variables, x, jnp.asarray(mask))
         np.testing.assert_allclose(got, apply(variables, x, jnp.asarray(mask), train), rtol=1e-5, atol=1e-5)
-        alive = inter["cells_2"]["edge_1_3_nor_conv_3x3"]["conv"]["alive"][0]
+        _assert_same_statistics(state["batch_stats"], _supernet_statistics(supernet, x, mask, train))
+        alive = state["intermediates"]["cells_2"]["edge_1_3_nor_conv_3x3"]["conv"]["alive"][0]
         assert bool(alive) == bool(mask[space.EDGES.index((1, 3)), space.OPS.index("nor_conv_3x3")])
     with pytest.raises(ValueError, match="exactly one of op_indices and mask"):
         nw.switched_apply(SMALL, variables, x, jnp.zeros(6, jnp.int32), train=train, mask=jnp.ones((6, 5)))

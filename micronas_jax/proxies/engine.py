@@ -102,12 +102,13 @@ class ProxyConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Draw:
-    """One seed's shared randomness: both networks' variables and their inputs."""
+    """One seed's shared randomness: both networks' variables and their inputs (``None`` where
+    ``ProxyEngine.draw`` was asked not to draw them)."""
 
     ntk_variables: Any
-    ntk_inputs: jax.Array  # float32[B, H, W, 3]
+    ntk_inputs: jax.Array | None  # float32[B, H, W, 3]
     lr_variables: Any
-    lr_inputs: jax.Array  # float32[lr_batches, lr_batch, s, s, lr_C]
+    lr_inputs: jax.Array | None  # float32[lr_batches, lr_batch, s, s, lr_C]
 
 
 def normalise(mask: jax.Array) -> jax.Array:
@@ -146,7 +147,8 @@ class ProxyEngine:
                      config.ntk_mode.value, config.batch_size, config.C, config.N, config.init)
         kernel_init, dense_init = INITS[config.init]
         self.ntk_net = nw.NB201Network(config.ntk_skeleton, kernel_init=kernel_init, dense_init=dense_init)
-        self.lr_net = nw.NB201Network(config.lr_skeleton, kernel_init=kernel_init, dense_init=dense_init)
+        self.lr_net = nw.NB201Network(config.lr_skeleton, kernel_init=kernel_init, dense_init=dense_init,
+                                      unroll_cells=True)
         self.traces: dict[str, int] = {}  # compilations per function, for tests and logs
         self._compile_seconds = 0.0
         self.seconds: dict[str, float] = {}  # wall time per compiled function (compiling calls included)
@@ -167,26 +169,43 @@ class ProxyEngine:
 
         # Initialisation compiles about 3x faster at LLVM's level 1 on CPU (12.9 s -> 4.1 s here;
         # a third of a cold search's compile time), with bit-identical variables (checked on
-        # 120 keys, both datasets' resolutions, both inits).
-        cpu = jax.default_backend() == "cpu"
+        # 120 keys, both datasets' resolutions, both inits). Synthetic inputs are drawn by
+        # functions of their own at the default level, where the random bits run faster (a batch
+        # of 32 images: 1.2 against 1.8 ms).
+        level_1 = {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
 
-        @functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 1} if cpu else None)
-        def draw(key):
+        # The four keys of a draw: NTK variables, NTK inputs, thin-network variables, its inputs.
+        @functools.partial(jax.jit, compiler_options=level_1)
+        def init_ntk(key):
             self._traced("draw")
-            k1, k2, k3, k4 = jax.random.split(key, 4)
-            v_ntk = self.ntk_net.init(k1, x_ntk, ones, train=False)
-            v_lr = self.lr_net.init(k3, x_lr, ones, train=False, mutable=["params", "batch_stats"])
-            return v_ntk, k2, v_lr, k4
+            k1, k2, _, _ = jax.random.split(key, 4)
+            return self.ntk_net.init(k1, x_ntk, ones, train=False, mutable=["params", "batch_stats"]), k2
+
+        @functools.partial(jax.jit, compiler_options=level_1)
+        def init_lr(key):
+            self._traced("draw_regions")
+            _, _, k3, k4 = jax.random.split(key, 4)
+            return self.lr_net.init(k3, x_lr, ones, train=False, mutable=["params", "batch_stats"]), k4
+
+        exact = c.ntk_mode == ntk.NTKMode.EXACT
+
+        def perturbed(v):
+            """The structured exact NTK differentiates zeros added to every convolution's output:
+            made here, in the compiled function, not drawn with the variables (batch-shaped, 2.4 M
+            floats at B = 32: they made each draw 0.6 ms slower and each call's arguments 10 MB)."""
+            if not exact:
+                return v
+            shapes = jax.eval_shape(lambda: self.ntk_net.init(jax.random.key(0), x_ntk, ones, train=False))
+            zeros = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["perturbations"])
+            return {**v, "perturbations": zeros}
 
         def masked_apply(mask):
             return lambda v, x, train: self.ntk_net.apply(v, x, prep(mask), train=train,
                                                           mutable=["batch_stats", "intermediates"])
 
-        def switched(idx=None, mask=None):  # returns the statistics unchanged: see jac_cell
+        def switched(idx=None, mask=None):
             def apply(v, x, train):
-                logits, inter = nw.switched_apply(s_ntk, v, x, idx, train=train,
-                                                  mask=None if mask is None else prep(mask))
-                return logits, {"batch_stats": v["batch_stats"], "intermediates": inter}
+                return nw.switched_apply(s_ntk, v, x, idx, train=train, mask=None if mask is None else prep(mask))
             return apply
 
         # Both take the first row of J to compute (traced) and the number of rows (static), so
@@ -195,16 +214,15 @@ class ProxyEngine:
         def jac_mask(v, x, mask, first_row, num_rows):
             self._traced("ntk_mask")
             rows = {"first_row": first_row, "num_rows": num_rows}
+            v = perturbed(v)
             if self.conditional_masks:
-                return ntk.jacobian(switched(mask=mask), v, x, c.ntk_mode, stats_apply_fn=masked_apply(mask), **rows)
+                return ntk.jacobian(switched(mask=mask), v, x, c.ntk_mode, **rows)
             return ntk.jacobian(masked_apply(mask), v, x, c.ntk_mode, **rows)
 
         @functools.partial(jax.jit, static_argnames="num_rows")
         def jac_cell(v, x, idx, first_row, num_rows):
             self._traced("ntk_cell")
-            one_hot = jax.nn.one_hot(idx, space.NUM_OPS)  # the batch's statistics, if needed
-            return ntk.jacobian(switched(idx), v, x, c.ntk_mode, stats_apply_fn=masked_apply(one_hot),
-                                first_row=first_row, num_rows=num_rows)
+            return ntk.jacobian(switched(idx), perturbed(v), x, c.ntk_mode, first_row=first_row, num_rows=num_rows)
 
         def lr_apply(v, x, mask):
             return self.lr_net.apply(v, x, mask, train=True, mutable=["batch_stats", "intermediates"])
@@ -215,7 +233,14 @@ class ProxyEngine:
             count = functools.partial(linear_regions.count_regions, lr_apply, v, xs)
             return jax.vmap(lambda m: count(prep(m)))(masks)
 
-        self._draw_fn, self._jac_mask, self._jac_cell, self._regions = draw, jac_mask, jac_cell, regions
+        if self.source.synthetic:
+            self._ntk_inputs = jax.jit(lambda k: self.source.batch(k, c.batch_size))
+            self._lr_inputs = jax.jit(self._crops)
+        else:
+            self._ntk_inputs = lambda k: self.source.batch(k, c.batch_size)
+            self._lr_inputs = self._crops
+        self._init_ntk, self._init_lr = init_ntk, init_lr
+        self._jac_mask, self._jac_cell, self._regions = jac_mask, jac_cell, regions
 
     def _timed(self, fn, *args, **kwargs):
         before = sum(self.traces.values())
@@ -235,15 +260,27 @@ class ProxyEngine:
         return self._compile_seconds
 
     # -- randomness --------------------------------------------------------------------------
-    def draw(self, key: jax.Array) -> Draw:
-        """The seed's variables and inputs (shared by every candidate scored with it)."""
+    def draw(self, key: jax.Array, *, ntk: bool = True, regions: bool = True) -> Draw:
+        """The seed's variables and inputs (shared by every candidate scored with it): the NTK
+        network's unless ``ntk=False``, the thin network's unless ``regions=False`` (fields not
+        drawn are ``None``; what is drawn does not depend on what is not)."""
+        v_ntk = x = v_lr = lr_inputs = None
+        if ntk:
+            v_ntk, k_x = self._timed(self._init_ntk, key)
+            x = self._ntk_inputs(k_x)
+        if regions:
+            v_lr, k_lr = self._timed(self._init_lr, key)
+            lr_inputs = self._lr_inputs(k_lr)
+        return Draw(v_ntk, x, v_lr, lr_inputs)
+
+    def _crops(self, key: jax.Array) -> jax.Array:
+        """float32[lr_batches, lr_batch, s, s, lr_C]: the thin network's inputs."""
         c = self.config
-        v_ntk, k_x, v_lr, k_lr = self._timed(self._draw_fn, key)
-        lr_inputs = self.source.crops(k_lr, c.lr_batch * c.lr_batches, c.lr_input_size)
+        lr_inputs = self.source.crops(key, c.lr_batch * c.lr_batches, c.lr_input_size)
         lr_inputs = lr_inputs.reshape(c.lr_batches, c.lr_batch, *lr_inputs.shape[1:])
         if c.lr_C != 1:
             lr_inputs = jnp.repeat(lr_inputs, c.lr_C, axis=-1)
-        return Draw(v_ntk, self.source.batch(k_x, c.batch_size), v_lr, lr_inputs)
+        return lr_inputs
 
     # -- scoring -----------------------------------------------------------------------------
     def _map(self, fn, draw: Draw, per_call: Sequence[jax.Array]) -> np.ndarray:
@@ -298,15 +335,17 @@ class ProxyEngine:
 
     def ntk_cells(self, cells: Sequence[space.ArchLike], keys: Sequence[jax.Array]) -> ntk.Conditioning:
         """Condition numbers float64[K, S] of K cells under S seeds."""
-        return _stack_seeds([ntk.condition_numbers(self.ntk_jacobians_cells(cells, self.draw(k))) for k in keys])
+        return _stack_seeds([ntk.condition_numbers(self.ntk_jacobians_cells(cells, self.draw(k, regions=False)))
+                             for k in keys])
 
     def ntk_masks(self, masks: np.ndarray, keys: Sequence[jax.Array]) -> ntk.Conditioning:
         """Condition numbers float64[K, S] of K masks under S seeds."""
-        return _stack_seeds([ntk.condition_numbers(self.ntk_jacobians_masks(masks, self.draw(k))) for k in keys])
+        return _stack_seeds([ntk.condition_numbers(self.ntk_jacobians_masks(masks, self.draw(k, regions=False)))
+                             for k in keys])
 
     def regions_masks(self, masks: np.ndarray, keys: Sequence[jax.Array]) -> np.ndarray:
         """int64[K, S] linear-region counts of K masks (one-hot for cells) under S seeds."""
-        return np.stack([self.regions_draw(masks, self.draw(k)) for k in keys], axis=1)
+        return np.stack([self.regions_draw(masks, self.draw(k, ntk=False)) for k in keys], axis=1)
 
     def score_cells(self, cells: Sequence[space.ArchLike], keys: Sequence[jax.Array], *,
                     pad_to: int | None = None) -> dict[str, np.ndarray]:

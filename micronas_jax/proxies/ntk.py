@@ -241,9 +241,11 @@ class Conditioning:
 
 def condition_numbers(jacobians: np.ndarray | jax.Array) -> Conditioning:
     """Condition numbers of G = J J^T for J float[..., B, P], computed in float64 on the host."""
-    J = np.asarray(jacobians, np.float64)
+    J = np.asarray(jacobians)
     finite = np.isfinite(J).all(axis=(-2, -1))
-    J = np.where(finite[..., None, None], J, 0.0)
+    J = J.astype(np.float64)
+    if not finite.all():
+        J[~finite] = 0.0
     gram = J @ np.swapaxes(J, -1, -2)
     eig = np.linalg.eigvalsh(gram)
     lo, hi = eig[..., 0], eig[..., -1]
