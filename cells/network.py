@@ -48,7 +48,7 @@ class CellModule(nn.Module):
     unroll: bool = False  # see ``NB201Network.unroll_cells``
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, train: bool | str) -> jax.Array:
         nodes = [x]
         for node in range(1, space.NUM_NODES):
             total = None
@@ -80,7 +80,7 @@ class ResidualReduction(nn.Module):
     kernel_init: ops_lib.Initializer = ops_lib.kaiming_normal
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool | str) -> jax.Array:
         y = ops_lib.ReLUConvBN(self.features, 3, 2, self.kernel_init, name="conv_a")(x, train=train)
         y = ops_lib.ReLUConvBN(self.features, 3, 1, self.kernel_init, name="conv_b")(y, train=train)
         r = nn.avg_pool(x, (2, 2), strides=(2, 2))
@@ -93,7 +93,7 @@ class Stem(nn.Module):
     kernel_init: ops_lib.Initializer = ops_lib.kaiming_normal
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool | str) -> jax.Array:
         x = ops_lib.Conv(self.features, 3, kernel_init=self.kernel_init, unroll=True, name="conv")(x)
         return ops_lib.batch_norm(train, name="bn")(x)
 
@@ -105,7 +105,7 @@ class Head(nn.Module):
     dense_init: ops_lib.Initializer = default_dense_init
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool | str) -> jax.Array:
         x = nn.relu(ops_lib.batch_norm(train, name="bn")(x))
         self.sow("intermediates", "relu", x)  # read by linear-region counting
         x = jnp.mean(x, axis=(1, 2))
@@ -134,14 +134,15 @@ class NB201Network(nn.Module):
     unroll_cells: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None, *, train: bool | str) -> jax.Array:
         """Logits float[B, num_classes] of inputs float[B, H, W, C_in].
 
         Args:
           x: input images, NHWC, H = W = ``skeleton.resolution``, C_in = ``skeleton.in_channels``.
           mask: float[6, 5] edge x operator weights; required for the supernet, refused for a
             standalone network.
-          train: BatchNorm normalises with batch statistics (True) or running ones (False).
+          train: BatchNorm normalises with batch statistics (True), running ones (False), or
+            the vmapped batch's, held constant (``cells.ops.HELD_BATCH_STATS``).
         """
         s = self.skeleton
         want = (s.resolution, s.resolution, s.in_channels)
@@ -168,7 +169,7 @@ class NB201Network(nn.Module):
 
 
 def switched_apply(skeleton: sk.Skeleton, variables: Any, x: jax.Array, op_indices: jax.Array | None = None,
-                   *, train: bool, mask: jax.Array | None = None) -> tuple[jax.Array, Any]:
+                   *, train: bool | str, mask: jax.Array | None = None) -> tuple[jax.Array, Any]:
     """The network of a cell (``op_indices``) or of a partly pruned supernet (``mask``), run with
     the masked supernet's variables, computing only the operators that are alive.
 
@@ -191,7 +192,8 @@ def switched_apply(skeleton: sk.Skeleton, variables: Any, x: jax.Array, op_indic
         ``perturbations``, added to each convolution's output).
       x: float[B, H, W, C_in] inputs.
       op_indices: int[6] operator index per edge; or None, with ``mask`` given.
-      train: BatchNorm with batch statistics (True) or running ones (False).
+      train: BatchNorm with batch statistics (True), running ones (False), or the vmapped
+        batch's, held constant (``cells.ops.HELD_BATCH_STATS``).
       mask: float[6, 5] edge x operator weights, instead of ``op_indices``.
 
     Returns:

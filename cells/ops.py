@@ -6,7 +6,8 @@
 
 BatchNorm follows PyTorch's defaults (epsilon 1e-5, momentum 0.1 i.e. Flax 0.9, affine).
 ``train=True`` normalises with the batch's statistics (biased variance), as PyTorch's training
-mode does; ``train=False`` uses the running statistics.
+mode does; ``train=False`` uses the running statistics; ``train=HELD_BATCH_STATS`` (under a
+``vmap`` named ``SAMPLE_AXIS``) the statistics of the vmapped batch, held constant.
 """
 
 from __future__ import annotations
@@ -196,7 +197,54 @@ class Conv(nn.Module):
         return self.perturb("out", conv2d(x, kernel.astype(x.dtype), self.stride, self.unroll))
 
 
-def batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
+SAMPLE_AXIS = "samples"
+"""The ``vmap`` axis name over which ``train=HELD_BATCH_STATS`` BatchNorms take their statistics."""
+
+HELD_BATCH_STATS = "held_batch_stats"
+"""A value of the modules' ``train`` argument: each BatchNorm normalises a sample with the
+statistics of the batch it is vmapped in (axis ``SAMPLE_AXIS``), held constant (no gradient flows
+through them). Under ``vmap(grad)`` its per-sample gradients are those of a network whose
+BatchNorms run in evaluation mode with the batch's statistics, computed in the same pass."""
+
+WIDE_ROW = 128
+"""``HeldBatchNorm`` takes its statistics of its input reshaped to rows of (up to) this many
+positions x C channels."""
+
+
+def largest_divisor(n: int, at_most: int) -> int:
+    """The largest divisor of ``n`` that is at most ``at_most`` (at least 1)."""
+    return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
+
+
+class HeldBatchNorm(nn.Module):
+    """BatchNorm for ``HELD_BATCH_STATS``: ``nn.BatchNorm``'s variables and statistics (E[x^2] -
+    E[x]^2, biased), taken over the vmapped batch and held constant; running statistics unused.
+
+    The statistics are means over the input reshaped to float[n, w * C] rows of w positions: at
+    a few channels XLA's CPU reductions over all but the minor axis run at a fraction of memory
+    speed (float[32, 32, 32, 3]: 153 us; over rows of 128 positions: 31 us)."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32)
+        self.variable("batch_stats", "var", jnp.ones, (c,), jnp.float32)
+        scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+        w = largest_divisor(x.size // c, WIDE_ROW)
+        rows = x.reshape(-1, w * c)
+        moments = jnp.stack([rows.mean(0), jnp.square(rows).mean(0)]).reshape(2, w, c).mean(1)
+        moments = jax.lax.stop_gradient(jax.lax.pmean(moments, SAMPLE_AXIS))
+        mean, var = moments[0], jnp.maximum(0.0, moments[1] - jnp.square(moments[0]))
+        return (x - mean) * (jax.lax.rsqrt(var + BN_EPSILON) * scale) + bias
+
+
+def batch_norm(train: bool | str, name: str | None = None) -> nn.Module:
+    """``nn.BatchNorm`` with PyTorch's defaults, or ``HeldBatchNorm`` for ``HELD_BATCH_STATS``."""
+    if isinstance(train, str):
+        if train != HELD_BATCH_STATS:
+            raise ValueError(f"train must be a bool or {HELD_BATCH_STATS!r}, got {train!r}")
+        return HeldBatchNorm(name=name)
     return nn.BatchNorm(
         use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name
     )
@@ -212,7 +260,7 @@ class ReLUConvBN(nn.Module):
     unroll: bool = False  # see UNROLL_MAX_TERMS
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool | str) -> jax.Array:
         x = nn.relu(x)
         self.sow("intermediates", "relu", x)  # read by linear-region counting
         x = Conv(self.features, self.kernel_size, self.stride, self.kernel_init, self.unroll, name="conv")(x)
@@ -227,7 +275,7 @@ def apply_op(
     op: str,
     x: jax.Array,
     *,
-    train: bool,
+    train: bool | str,
     name: str,
     kernel_init: Initializer = kaiming_normal,
     unroll: bool = False,

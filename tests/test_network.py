@@ -138,6 +138,27 @@ def test_input_validation(supernet):
             nw.select_params(variables, cell), x, jnp.ones((6, 5)), train=False)
 
 
+def test_held_batch_norm_computes_the_training_mode_forward_pass_per_sample(supernet):
+    # Vmapped one sample at a time, HeldBatchNorm takes its statistics over the vmapped axis:
+    # the same logits as the batched training-mode pass, for the supernet and switched_apply.
+    model, variables, x, apply = supernet
+    mask = jnp.asarray(space.from_index(6111).matrix)
+    want = apply(variables, x, mask, True)
+
+    def one(xi):
+        return model.apply(variables, xi[None], mask, train=ops_lib.HELD_BATCH_STATS, mutable=["batch_stats"])[0][0]
+
+    held = jax.jit(jax.vmap(one, axis_name=ops_lib.SAMPLE_AXIS))(x)
+    np.testing.assert_allclose(held, want, rtol=1e-5, atol=1e-5)
+    idx = jnp.asarray(space.from_index(6111).op_indices)
+    held = ops_lib.HELD_BATCH_STATS
+    switched = jax.vmap(lambda xi: nw.switched_apply(SMALL, variables, xi[None], idx, train=held)[0][0],
+                        axis_name=ops_lib.SAMPLE_AXIS)(x)
+    np.testing.assert_allclose(switched, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="train must be a bool or 'held_batch_stats', got 'eval'"):
+        model.apply(variables, x, mask, train="eval")
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -144,9 +144,16 @@ def test_batch_statistics_are_the_batch_mean_and_variance(setup):
     np.testing.assert_allclose(stats["stem"]["bn"]["var"], y.var(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
     # Per-sample rows with those statistics frozen: one sample at a time in eval mode.
     ref = _per_sample_reference(model, variables, x, mask, stats).astype(np.float64)
-    for v in (variables, _without_perturbations(variables)):  # structured and row-by-row paths
-        J = np.asarray(ntk.jacobian(_apply(model, mask), v, x, ntk.NTKMode.PER_SAMPLE_BATCH_STATS), np.float64)
-        assert np.linalg.norm(J @ J.T - ref @ ref.T) / np.linalg.norm(ref @ ref.T) <= 1e-4
+    # Structured and row-by-row variables; statistics from a pass of their own, or computed inside
+    # the per-sample pass (HeldBatchNorm's means over the vmapped samples), whole or in a block.
+    for v in (variables, _without_perturbations(variables)):
+        for in_pass in (False, True):
+            J = np.asarray(ntk.jacobian(_apply(model, mask), v, x, ntk.NTKMode.PER_SAMPLE_BATCH_STATS,
+                                        stats_in_pass=in_pass), np.float64)
+            assert np.linalg.norm(J @ J.T - ref @ ref.T) / np.linalg.norm(ref @ ref.T) <= 1e-4
+    J = np.asarray(ntk.jacobian(_apply(model, mask), _without_perturbations(variables), x,
+                                ntk.NTKMode.PER_SAMPLE_BATCH_STATS, stats_in_pass=True, first_row=2, num_rows=3))
+    np.testing.assert_allclose(J, ref[2:5], rtol=1e-4, atol=1e-5 * np.abs(ref).max())
 
 
 def test_condition_numbers_flags():

@@ -213,7 +213,7 @@ class ProxyEngine:
         @functools.partial(jax.jit, static_argnames="num_rows")
         def jac_mask(v, x, mask, first_row, num_rows):
             self._traced("ntk_mask")
-            rows = {"first_row": first_row, "num_rows": num_rows}
+            rows = {"first_row": first_row, "num_rows": num_rows, "stats_in_pass": True}
             v = perturbed(v)
             if self.conditional_masks:
                 return ntk.jacobian(switched(mask=mask), v, x, c.ntk_mode, **rows)
@@ -222,7 +222,8 @@ class ProxyEngine:
         @functools.partial(jax.jit, static_argnames="num_rows")
         def jac_cell(v, x, idx, first_row, num_rows):
             self._traced("ntk_cell")
-            return ntk.jacobian(switched(idx), perturbed(v), x, c.ntk_mode, first_row=first_row, num_rows=num_rows)
+            return ntk.jacobian(switched(idx), perturbed(v), x, c.ntk_mode, first_row=first_row, num_rows=num_rows,
+                                stats_in_pass=True)
 
         def lr_apply(v, x, mask):
             return self.lr_net.apply(v, x, mask, train=True, mutable=["batch_stats", "intermediates"])
