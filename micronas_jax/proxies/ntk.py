@@ -102,8 +102,8 @@ def rows_per_pass(batch: int) -> int:
 
 
 def jacobian(apply_fn: ApplyFn, variables: Any, x: jax.Array,
-             mode: NTKMode = NTKMode.EXACT, *, stats_apply_fn: ApplyFn | None = None,
-             stats_in_pass: bool = False, first_row: jax.Array | int = 0, num_rows: int | None = None) -> jax.Array:
+             mode: NTKMode = NTKMode.EXACT, *, stats_in_pass: bool = False,
+             first_row: jax.Array | int = 0, num_rows: int | None = None) -> jax.Array:
     """float32[B, P]: the NTK Jacobian rows (weights only) of ``apply_fn`` at ``variables``.
 
     Args:
@@ -111,8 +111,6 @@ def jacobian(apply_fn: ApplyFn, variables: Any, x: jax.Array,
       variables: ``{'params': ..., 'batch_stats': ...}``.
       x: float[B, H, W, C] inputs.
       mode: which kernel (see ``NTKMode``).
-      stats_apply_fn: computes the batch's statistics in ``PER_SAMPLE_BATCH_STATS`` mode, for an
-        ``apply_fn`` that does not return updated statistics (default: ``apply_fn``).
       stats_in_pass: in ``PER_SAMPLE_BATCH_STATS`` mode, ``apply_fn`` takes
         ``train=cells.ops.HELD_BATCH_STATS`` (the cells' networks do): the batch's statistics are
         then computed inside the per-sample pass, as means over its vmapped samples, rather than
@@ -150,7 +148,7 @@ def jacobian(apply_fn: ApplyFn, variables: Any, x: jax.Array,
     elif stats_in_pass and num_rows == batch:
         stats, train = variables["batch_stats"], ops_lib.HELD_BATCH_STATS
     else:
-        stats = jax.lax.stop_gradient(batch_statistics(stats_apply_fn or apply_fn, variables, x))
+        stats = jax.lax.stop_gradient(batch_statistics(apply_fn, variables, x))
 
     def one(w, xi):
         logits, _ = apply_fn({"params": _merge(w, rest), "batch_stats": stats}, xi[None], train)
