@@ -151,8 +151,8 @@ def test_held_batch_norm_computes_the_training_mode_forward_pass_per_sample(supe
     held = jax.jit(jax.vmap(one, axis_name=ops_lib.SAMPLE_AXIS))(x)
     np.testing.assert_allclose(held, want, rtol=1e-5, atol=1e-5)
     idx = jnp.asarray(space.from_index(6111).op_indices)
-    held = ops_lib.HELD_BATCH_STATS
-    switched = jax.vmap(lambda xi: nw.switched_apply(SMALL, variables, xi[None], idx, train=held)[0][0],
+    mode = ops_lib.HELD_BATCH_STATS
+    switched = jax.vmap(lambda xi: nw.switched_apply(SMALL, variables, xi[None], idx, train=mode)[0][0],
                         axis_name=ops_lib.SAMPLE_AXIS)(x)
     np.testing.assert_allclose(switched, want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="train must be a bool or 'held_batch_stats', got 'eval'"):
