@@ -2,6 +2,8 @@
 
     python experiments/correlate.py --sample=1000 --cache=/tmp/scores.jsonl --json_out=/tmp/corr.json \
         --plot_out=/tmp/corr.png          # --sample=0: all 15,625 cells; rerun to resume
+    python experiments/correlate.py --sample=0 --only_cached --cache=/tmp/scores.jsonl --budget_ms=535,735
+                                      # what each proxy picks within each latency budget
 """
 
 from absl import app, flags
@@ -22,11 +24,18 @@ _CACHE = flags.DEFINE_string("cache", "scores.jsonl", "Scores cache (JSONL); rer
 _ONLY_CACHED = flags.DEFINE_bool("only_cached", False, "Score nothing new: report on the cached cells.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Write correlations as JSON here.")
 _PLOT_OUT = flags.DEFINE_string("plot_out", None, "Write a PNG rank plot here.")
+_BUDGETS = flags.DEFINE_list("budget_ms", [], "Latency budgets (ms): report what each proxy picks among the "
+                             "scored cells within each (default device, the dataset's network).")
+_TOP_K = flags.DEFINE_integer("top_k", 10, "With --budget_ms: average each proxy's best this many cells.")
 
 
 def main(argv):
     cli.no_extra_args(argv)
     cell = cli.arch_flag(_ARCH.value)
+    try:
+        budgets = [float(b) for b in _BUDGETS.value]
+    except ValueError:
+        raise app.UsageError(f"--budget_ms: {_BUDGETS.value} are not all numbers") from None
     config = engine_lib.ProxyConfig(dataset=_DATASET.value, ntk_mode=_NTK_MODE.value,
                                     batch_size=_BATCH.value, init=_INIT.value)
     engine = engine_lib.ProxyEngine(config, inputs.load_images(_DATASET.value, _DATA_PATH.value))
@@ -53,6 +62,15 @@ def main(argv):
                                        for c in result["correlations"].values()))
     if result["arch"]["scored"]:
         print(f"#{cell.index}: NTK condition {result['arch']['ntk']:.2f}, {result['arch']['regions']:.0f} regions")
+    result["budget_picks"] = [correlate.budget_picks(scores, b, _DATASET.value, _TOP_K.value) for b in budgets]
+    for picks in result["budget_picks"]:
+        print(f"within {picks['budget_ms']:g} ms ({picks['cells_within']} cells; all of them: "
+              f"{picks['all']['accuracy']:.2f} % at {picks['all']['latency_ms']:.0f} ms), {_DATASET.value} accuracy:")
+        top = f"top-{picks['top_k']} acc %"
+        print(f"  {'pick by':<14}{'best cell':>12}{'acc %':>8}{'ms':>7}{top:>16}{'ms':>7}")
+        for name, p in picks["picks"].items():
+            print(f"  {name:<14}{'#' + str(p['index']):>12}{p['accuracy']:>8.2f}{p['latency_ms']:>7.0f}"
+                  f"{p['top_k_accuracy']:>16.2f}{p['top_k_latency_ms']:>7.0f}")
     cli.write_json(_JSON_OUT.value, result)
     if _PLOT_OUT.value:
         correlate.plot(scores, _PLOT_OUT.value, title=f"{len(indices)} NB201 cells, {result['inputs']}")

@@ -25,6 +25,7 @@ from cells import skeleton as sk
 from cells import space
 from micronas_jax import benchmark
 from micronas_jax.hardware import flops
+from micronas_jax.hardware import latency as latency_lib
 from micronas_jax.proxies import engine as engine_lib
 
 CHUNK = 16  # cells per engine call: the linear-region count is vmapped over a fixed chunk
@@ -187,6 +188,51 @@ def correlations(scores: dict[str, np.ndarray], datasets: Sequence[str] = benchm
                          "spearman_rho": float(stats.spearmanr(s, acc).statistic)}
         out[dataset] = per
     return out
+
+
+def budget_picks(scores: dict[str, np.ndarray], budget_ms: float, dataset: str = "cifar10", top_k: int = 10,
+                 latency_ms: np.ndarray | None = None) -> dict[str, Any]:
+    """What each proxy would pick among the scored cells that meet a latency budget.
+
+    A reference point for budgeted searches guided by these proxies (an exhaustive pick, not a
+    bound on a pruning search, whose indicators are measured on supernets): every proxy ranks the
+    scored cells within the budget (the rank sum re-ranked among them), and its best cell and the
+    mean of its ``top_k`` are reported with their accuracy and latency, beside the cells ranked by
+    accuracy itself ('oracle') and the mean over all the cells within the budget ('all').
+
+    Args:
+      scores: ``score_space``'s output.
+      budget_ms: the latency budget (ms).
+      dataset: whose accuracies, and whose NB201 network's latency.
+      top_k: how many of each proxy's best cells to average.
+      latency_ms: float64[15625], every cell's latency by NB201 index (default: the default
+        device's LUT on ``dataset``'s C = 16, N = 5 network).
+
+    Returns:
+      {'budget_ms', 'cells_within', 'top_k', 'picks': {proxy: {'index', 'accuracy', 'latency_ms',
+      'top_k_accuracy', 'top_k_latency_ms'}}, 'all': {'accuracy', 'latency_ms'}}; raises
+      ``ValueError`` when no scored cell meets the budget.
+    """
+    if latency_ms is None:
+        latency_ms = latency_lib.latency_all(skeleton=sk.Skeleton.for_dataset(dataset))
+    lat = np.asarray(latency_ms, np.float64)[scores["index"]]
+    within = lat <= budget_ms
+    if not within.any():
+        raise ValueError(f"no scored cell meets the latency budget {budget_ms:g} ms "
+                         f"(the least latency among them is {lat.min():.4g} ms)")
+    sub = {k: (v[within] if isinstance(v, np.ndarray) and len(v) == len(within) else v) for k, v in scores.items()}
+    acc = benchmark.BuiltinBenchmark().test_accuracies(dataset)[sub["index"]]
+    lat = lat[within]
+    ranked = {name: np.argsort(-infinite_last(s), kind="stable") for name, s in proxy_scores(sub, dataset).items()}
+    ranked["oracle"] = np.argsort(-acc, kind="stable")
+    picks = {}
+    for name, order in ranked.items():
+        top = order[:top_k]
+        picks[name] = {"index": int(sub["index"][order[0]]), "accuracy": float(acc[order[0]]),
+                       "latency_ms": float(lat[order[0]]), "top_k_accuracy": float(acc[top].mean()),
+                       "top_k_latency_ms": float(lat[top].mean())}
+    return {"budget_ms": float(budget_ms), "cells_within": int(within.sum()), "top_k": int(top_k), "picks": picks,
+            "all": {"accuracy": float(acc.mean()), "latency_ms": float(lat.mean())}}
 
 
 def plot(scores: dict[str, np.ndarray], path: str, dataset: str = "cifar10", title: str = "") -> None:

@@ -112,6 +112,37 @@ def test_correlations_match_scipy_on_known_scores():
     assert c["regions"]["kendall_tau"] > 0.99 and c["ntk"]["kendall_tau"] > 0.5
 
 
+def test_budget_picks_match_a_brute_force_pick_within_the_budget():
+    idx = correlate.sample_indices(300, seed=2)
+    rng = np.random.default_rng(1)
+    latency = rng.uniform(100, 1500, 15625)
+    scores = {"index": idx, "ntk": rng.uniform(5, 500, (300, 2)), "regions": rng.integers(100, 10**6, (300, 2)),
+              "seconds": np.ones(300)}
+    best_ntk = int(np.argmin(np.where(latency[idx] <= 700, scores["ntk"].mean(1), np.inf)))
+    scores["ntk"][best_ntk] = np.inf  # a flagged cell is never picked
+    got = correlate.budget_picks(scores, 700, "cifar10", top_k=5, latency_ms=latency)
+
+    within = np.flatnonzero(latency[idx] <= 700)
+    acc = benchmark.BuiltinBenchmark().test_accuracies("cifar10")[idx[within]]
+    log_ntk = np.log(scores["ntk"][within]).mean(1)
+    regions = scores["regions"][within].mean(1)
+    expected = {"ntk": np.argsort(log_ntk), "regions": np.argsort(-regions),
+                "ntk+regions": np.argsort(stats.rankdata(log_ntk) + stats.rankdata(-regions)),
+                "oracle": np.argsort(-acc)}
+    assert got["cells_within"] == len(within) and got["all"]["accuracy"] == pytest.approx(acc.mean())
+    for name, order in expected.items():
+        pick = got["picks"][name]
+        assert pick["index"] == idx[within][order[0]], name
+        assert pick["accuracy"] == pytest.approx(acc[order[0]])
+        assert pick["latency_ms"] == pytest.approx(latency[idx[within][order[0]]]) and pick["latency_ms"] <= 700
+        assert pick["top_k_accuracy"] == pytest.approx(acc[order[:5]].mean()), name
+    assert got["picks"]["ntk"]["index"] != idx[best_ntk]
+    assert got["picks"]["oracle"]["accuracy"] == pytest.approx(acc.max())
+    least = f"{latency[idx].min():.4g}"
+    with pytest.raises(ValueError, match=rf"budget 50 ms \(the least latency among them is {least} ms"):
+        correlate.budget_picks(scores, 50, "cifar10", latency_ms=latency)
+
+
 def _run(script, *args):
     return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=600)
@@ -121,13 +152,18 @@ def _run(script, *args):
 def test_correlate_launcher(tmp_path):
     out, png = tmp_path / "corr.json", tmp_path / "corr.png"
     proc = _run("correlate.py", "--sample=6", "--batch_size=4", f"--cache={tmp_path / 's.jsonl'}",
-                f"--json_out={out}", f"--plot_out={png}", "--arch=6111")
+                f"--json_out={out}", f"--plot_out={png}", "--arch=6111", "--budget_ms=1e9,600")
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["cells"] == 7 and result["arch"]["index"] == 6111  # the sample plus --arch
     assert set(result["correlations"]) == {"cifar10", "cifar100", "ImageNet16-120"}
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert result["timed_on"] == [engine_lib.timed_on()]
+    everything, fast = result["budget_picks"]
+    acc = benchmark.BuiltinBenchmark().test_accuracies("cifar10")
+    assert everything["cells_within"] == 7 and everything["picks"]["oracle"]["accuracy"] == pytest.approx(
+        max(acc[i] for i in [*correlate.sample_indices(6, 0).tolist(), 6111]))
+    assert all(p["latency_ms"] <= 600 for p in fast["picks"].values())
 
 
 @pytest.mark.slow
