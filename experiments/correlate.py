@@ -32,10 +32,7 @@ _TOP_K = flags.DEFINE_integer("top_k", 10, "With --budget_ms: average each proxy
 def main(argv):
     cli.no_extra_args(argv)
     cell = cli.arch_flag(_ARCH.value)
-    try:
-        budgets = [float(b) for b in _BUDGETS.value]
-    except ValueError:
-        raise app.UsageError(f"--budget_ms: {_BUDGETS.value} are not all numbers") from None
+    budgets = cli.float_list("budget_ms", _BUDGETS.value)
     config = engine_lib.ProxyConfig(dataset=_DATASET.value, ntk_mode=_NTK_MODE.value,
                                     batch_size=_BATCH.value, init=_INIT.value)
     engine = engine_lib.ProxyEngine(config, inputs.load_images(_DATASET.value, _DATA_PATH.value))

@@ -25,6 +25,16 @@ def arch_flag(value: str) -> space.Cell:
         raise app.UsageError(f"--arch: {err}") from None
 
 
+def float_list(flag: str, values: Sequence[str], allow_none: bool = False) -> list[float | None]:
+    """A list flag's values as floats (a usage error naming the flag if one is not a number); an
+    empty list gives ``[None]`` (no limit) with ``allow_none``."""
+    try:
+        out: list[float | None] = [float(v) for v in values]
+    except ValueError:
+        raise app.UsageError(f"--{flag}: {values} are not numbers") from None
+    return out or ([None] if allow_none else [])
+
+
 def write_json(path: str | os.PathLike | None, result: Any) -> None:
     """Writes ``result`` as indented JSON to ``path`` (nothing when no path was given)."""
     if path:

@@ -220,7 +220,7 @@ def budget_picks(scores: dict[str, np.ndarray], budget_ms: float, dataset: str =
     if not within.any():
         raise ValueError(f"no scored cell meets the latency budget {budget_ms:g} ms "
                          f"(the least latency among them is {lat.min():.4g} ms)")
-    sub = {k: (v[within] if isinstance(v, np.ndarray) and len(v) == len(within) else v) for k, v in scores.items()}
+    sub = {k: np.asarray(scores[k])[within] for k in ("index", "ntk", "regions")}  # what proxy_scores reads
     acc = benchmark.BuiltinBenchmark().test_accuracies(dataset)[sub["index"]]
     lat = lat[within]
     ranked = {name: np.argsort(-infinite_last(s), kind="stable") for name, s in proxy_scores(sub, dataset).items()}

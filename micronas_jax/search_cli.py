@@ -68,14 +68,6 @@ def _seeds(values) -> list[int]:
     return out
 
 
-def _floats(flag, values, allow_none=False) -> list[float | None]:
-    try:
-        out = [float(v) for v in values]
-    except ValueError:
-        raise app.UsageError(f"--{flag}: {values} are not numbers") from None
-    return out or ([None] if allow_none else [])
-
-
 def _bools(flag, values) -> list[bool]:
     table = {"true": True, "1": True, "false": False, "0": False}
     try:
@@ -88,10 +80,12 @@ def configs() -> dict[str, search.SearchConfig]:
     """The grid named by the flags: configuration name -> config."""
     out = {}
     for dn, wf, wl, lat, fl, sr, mf in itertools.product(
-            _bools("drop_none", _DROP_NONE.value), _floats("w_flops", _W_FLOPS.value),
-            _floats("w_latency", _W_LATENCY.value),
-            _floats("max_latency_ms", _MAX_LATENCY.value, True), _floats("max_flash_kb", _MAX_FLASH.value, True),
-            _floats("max_sram_kb", _MAX_SRAM.value, True), _floats("max_mflops", _MAX_MFLOPS.value, True)):
+            _bools("drop_none", _DROP_NONE.value), cli.float_list("w_flops", _W_FLOPS.value),
+            cli.float_list("w_latency", _W_LATENCY.value),
+            cli.float_list("max_latency_ms", _MAX_LATENCY.value, True),
+            cli.float_list("max_flash_kb", _MAX_FLASH.value, True),
+            cli.float_list("max_sram_kb", _MAX_SRAM.value, True),
+            cli.float_list("max_mflops", _MAX_MFLOPS.value, True)):
         budgets = search.Budgets(lat, fl, sr, mf)
         name = (f"w_flops={wf:g},w_latency={wl:g}" + (f",w_budget={_W_BUDGET.value:g}" if _W_BUDGET.value else "")
                 + ("" if dn else ",keep_none")
