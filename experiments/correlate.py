@@ -17,6 +17,8 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seeds the sample and the proxies' initi
 _REPEATS = flags.DEFINE_integer("repeats", 1, "Seeds per cell (scores averaged).")
 _DATASET = flags.DEFINE_enum("dataset", "cifar10", list(inputs.RESOLUTION), "Input shape and data.")
 _DATA_PATH = flags.DEFINE_string("data_path", None, "Local dataset folder; default: synthetic inputs.")
+_SYNTHETIC = flags.DEFINE_enum("synthetic", "gaussian", list(inputs.SYNTHETIC), "Synthetic inputs without "
+                               "--data_path: 'gaussian' (white noise) or 'natural' (1/f^2 natural-image spectrum).")
 _NTK_MODE = flags.DEFINE_enum("ntk_mode", "exact", [m.value for m in engine_lib.ntk.NTKMode], "NTK kernel.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "NTK batch size.")
 _INIT = flags.DEFINE_enum("init", "kaiming_normal", list(engine_lib.INITS), "Initialisation.")
@@ -35,7 +37,7 @@ def main(argv):
     budgets = cli.float_list("budget_ms", _BUDGETS.value)
     config = engine_lib.ProxyConfig(dataset=_DATASET.value, ntk_mode=_NTK_MODE.value,
                                     batch_size=_BATCH.value, init=_INIT.value)
-    engine = engine_lib.ProxyEngine(config, inputs.load_images(_DATASET.value, _DATA_PATH.value))
+    engine = engine_lib.ProxyEngine(config, inputs.load_images(_DATASET.value, _DATA_PATH.value, _SYNTHETIC.value))
     sample = correlate.sample_indices(_SAMPLE.value, _SEED.value).tolist()
     indices = sample if cell.index in sample else [cell.index, *sample]
     scores = correlate.score_space(engine, indices, _REPEATS.value, _SEED.value, _CACHE.value,

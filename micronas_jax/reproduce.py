@@ -107,9 +107,10 @@ class Reproduction:
     """Runs the stages into ``out`` (created); each method is resumable and returns its JSON."""
 
     def __init__(self, out: str | os.PathLike, config: ReproduceConfig = ReproduceConfig(), *,
-                 data_path: str | None = None, lut: lut_lib.LUT | None = None,
+                 data_path: str | None = None, synthetic: str = "gaussian", lut: lut_lib.LUT | None = None,
                  reference: space.Cell | None = None, progress: bool = True):
         self.out, self.config, self.data_path, self.progress = os.fspath(out), config, data_path, progress
+        self.synthetic = synthetic
         self.reference = reference
         os.makedirs(self.out, exist_ok=True)
         self.lut = lut or lut_lib.load_lut()
@@ -130,7 +131,7 @@ class Reproduction:
         if (dataset, batch_size) not in self._engines:
             config = engine_lib.ProxyConfig(dataset=dataset, batch_size=batch_size)
             self._engines[(dataset, batch_size)] = engine_lib.ProxyEngine(
-                config, inputs.load_images(dataset, self.data_path))
+                config, inputs.load_images(dataset, self.data_path, self.synthetic))
         return self._engines[(dataset, batch_size)]
 
     def inputs_description(self) -> str:
@@ -478,11 +479,11 @@ def _timed_on(r: Mapping[str, Any]) -> list[str]:
 
 
 def run_stages(out: str, config: ReproduceConfig, stages: Sequence[str], *, data_path: str | None = None,
-               lut_path: str | None = None, reference: space.Cell | None = None, progress: bool = True,
-               command: str = "") -> dict[str, Any]:
+               synthetic: str = "gaussian", lut_path: str | None = None, reference: space.Cell | None = None,
+               progress: bool = True, command: str = "") -> dict[str, Any]:
     """``experiments/reproduce.py``'s one library call."""
-    rep = Reproduction(out, config, data_path=data_path, lut=lut_lib.load_lut(lut_path), reference=reference,
-                       progress=progress)
+    rep = Reproduction(out, config, data_path=data_path, synthetic=synthetic, lut=lut_lib.load_lut(lut_path),
+                       reference=reference, progress=progress)
     return rep.run(stages, command=command)
 
 

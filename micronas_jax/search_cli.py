@@ -42,6 +42,8 @@ _MAX_FLASH = flags.DEFINE_list("max_flash_kb", [], "Flash budget(s), KB.")
 _MAX_SRAM = flags.DEFINE_list("max_sram_kb", [], "Peak SRAM budget(s), KB.")
 _MAX_MFLOPS = flags.DEFINE_list("max_mflops", [], "FLOPs budget(s), millions.")
 _DATA_PATH = flags.DEFINE_string("data_path", None, "Local dataset folder; default: synthetic inputs.")
+_SYNTHETIC = flags.DEFINE_enum("synthetic", "gaussian", list(inputs.SYNTHETIC), "Synthetic inputs without "
+                               "--data_path: 'gaussian' (white noise) or 'natural' (1/f^2 natural-image spectrum).")
 _NTK_MODE = flags.DEFINE_enum("ntk_mode", "exact", [m.value for m in engine_lib.ntk.NTKMode], "NTK kernel.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "NTK batch size.")
 _INIT = flags.DEFINE_enum("init", "kaiming_normal", list(engine_lib.INITS), "Initialisation.")
@@ -115,7 +117,7 @@ def main(argv):
     def make_engine(dataset):
         config = engine_lib.ProxyConfig(dataset=dataset, ntk_mode=_NTK_MODE.value, batch_size=_BATCH.value,
                                         init=_INIT.value)
-        return engine_lib.ProxyEngine(config, inputs.load_images(dataset, _DATA_PATH.value))
+        return engine_lib.ProxyEngine(config, inputs.load_images(dataset, _DATA_PATH.value, _SYNTHETIC.value))
 
     grid = configs()
     for name, config in grid.items():

@@ -44,12 +44,42 @@ def test_imagenet16_keeps_120_classes(tmp_path):
     assert source.images.shape == (70, 16, 16, 3)
 
 
-def test_synthetic_without_a_path():
-    source = inputs.load_images("cifar100", None)
+@pytest.mark.parametrize("kind", inputs.SYNTHETIC)
+def test_synthetic_without_a_path(kind):
+    source = inputs.load_images("cifar100", None, synthetic=kind)
     assert source.synthetic and "synthetic" in source.describe()
     a, b = source.batch(jax.random.key(0), 4), source.batch(jax.random.key(0), 4)
     np.testing.assert_array_equal(a, b)
-    assert a.shape == (4, 32, 32, 3)
+    assert a.shape == (4, 32, 32, 3) and a.dtype == np.float32
+    assert not np.array_equal(a, source.batch(jax.random.key(1), 4))
+    crops = source.crops(jax.random.key(2), 7)
+    assert crops.shape == (7, 3, 3, 1) and crops.dtype == np.float32
+
+
+def test_natural_noise_has_unit_pixels_and_the_natural_spectrum():
+    x = np.asarray(inputs.natural_noise(jax.random.key(0), (512, 32, 32, 3)), np.float64)
+    # Every pixel N(0, 1), like a normalised image.
+    assert abs(x.mean()) < 0.05 and abs(x.var() - 1) < 0.05
+    # Float64 NumPy reference: the mean periodogram falls as 1/|f|^2 (log-log slope -2).
+    power = (np.abs(np.fft.fft2(x, axes=(1, 2))) ** 2).mean(axis=(0, 3))
+    f = np.sqrt(np.fft.fftfreq(32)[:, None] ** 2 + np.fft.fftfreq(32)[None, :] ** 2)
+    nonzero = f > 0
+    slope = np.polyfit(np.log(f[nonzero]), np.log(power[nonzero]), 1)[0]
+    assert abs(slope + inputs.NATURAL_EXPONENT) < 0.05, slope
+    # Neighbouring pixels correlate as in photographs; white noise's do not.
+    def neighbour_corr(a):
+        return np.corrcoef(a[:, :, :-1].ravel(), a[:, :, 1:].ravel())[0, 1]
+    white = np.asarray(inputs.ImageSource("cifar10", synthetic_kind="gaussian").batch(jax.random.key(0), 512))
+    assert neighbour_corr(x) > 0.6 and abs(neighbour_corr(white)) < 0.02
+    # Colour channels correlate as specified; a one-channel field is just the filtered noise.
+    np.testing.assert_allclose(np.corrcoef(x.reshape(-1, 3).T), inputs.NATURAL_RGB_CORRELATION, atol=0.03)
+    one = np.asarray(inputs.natural_noise(jax.random.key(0), (512, 32, 32, 1)), np.float64)
+    assert abs(one.var() - 1) < 0.05
+
+
+def test_unknown_synthetic_kind_is_named():
+    with pytest.raises(ValueError, match="unknown synthetic input kind 'pink'"):
+        inputs.load_images("cifar10", None, synthetic="pink")
 
 
 def test_bad_data_is_named(tmp_path):

@@ -272,6 +272,12 @@ def test_launcher_writes_results_and_resumes(tmp_path):
         assert space.from_index(s["result"]["index"]).to_string() == s["result"]["cell"]
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=900)
     assert again.returncode == 0 and len(results.read_text().splitlines()) == 2
+    # Other inputs are other work: not answered from the white-noise results.
+    natural = subprocess.run([*cmd, "--synthetic=natural", "--w_latency=0"], capture_output=True, text=True,
+                             cwd=tmp_path, timeout=900)
+    assert natural.returncode == 0, natural.stderr[-3000:]
+    lines = results.read_text().splitlines()
+    assert len(lines) == 3 and "1/f^2" in lines[-1] and "1/f^2" not in lines[0]
     bad = subprocess.run([*cmd, "--max_latency_ms=1"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert bad.returncode != 0 and "latency_ms <= 1" in bad.stderr
 
