@@ -12,13 +12,14 @@ from micronas_jax import cli, correlate, inputs
 from micronas_jax.proxies import engine as engine_lib
 
 _ARCH = flags.DEFINE_string("arch", "6111", "Report this cell's scores and rank among the sample.")
-_SAMPLE = flags.DEFINE_integer("sample", 1000, "Cells to score (seeded sample); 0 = all 15,625.")
+_SAMPLE = flags.DEFINE_integer("sample", 1000, "Cells to score (seeded sample); 0 = all 15,625 "
+                              "(all within --max_latency_ms if given).")
+_MAX_LATENCY = flags.DEFINE_float("max_latency_ms", None, "Draw the sample among the cells whose estimated MCU "
+                                  "latency (default device) is at most this only, e.g. every cell a budget allows.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seeds the sample and the proxies' initialisations and batches.")
 _REPEATS = flags.DEFINE_integer("repeats", 1, "Seeds per cell (scores averaged).")
 _DATASET = flags.DEFINE_enum("dataset", "cifar10", list(inputs.RESOLUTION), "Input shape and data.")
-_DATA_PATH = flags.DEFINE_string("data_path", None, "Local dataset folder; default: synthetic inputs.")
-_SYNTHETIC = flags.DEFINE_enum("synthetic", "gaussian", list(inputs.SYNTHETIC), "Synthetic inputs without "
-                               "--data_path: 'gaussian' (white noise) or 'natural' (1/f^2 natural-image spectrum).")
+_INPUTS = cli.define_input_flags()
 _NTK_MODE = flags.DEFINE_enum("ntk_mode", "exact", [m.value for m in engine_lib.ntk.NTKMode], "NTK kernel.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "NTK batch size.")
 _INIT = flags.DEFINE_enum("init", "kaiming_normal", list(engine_lib.INITS), "Initialisation.")
@@ -37,8 +38,11 @@ def main(argv):
     budgets = cli.float_list("budget_ms", _BUDGETS.value)
     config = engine_lib.ProxyConfig(dataset=_DATASET.value, ntk_mode=_NTK_MODE.value,
                                     batch_size=_BATCH.value, init=_INIT.value)
-    engine = engine_lib.ProxyEngine(config, inputs.load_images(_DATASET.value, _DATA_PATH.value, _SYNTHETIC.value))
-    sample = correlate.sample_indices(_SAMPLE.value, _SEED.value).tolist()
+    engine = engine_lib.ProxyEngine(config, _INPUTS.load(_DATASET.value))
+    sample = correlate.sample_indices(0, _SEED.value)  # every cell, in the seeded order
+    if _MAX_LATENCY.value is not None:
+        sample = correlate.within_latency(sample, _MAX_LATENCY.value, _DATASET.value)
+    sample = sample[:_SAMPLE.value or None].tolist()
     indices = sample if cell.index in sample else [cell.index, *sample]
     scores = correlate.score_space(engine, indices, _REPEATS.value, _SEED.value, _CACHE.value,
                                    only_cached=_ONLY_CACHED.value)

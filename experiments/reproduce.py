@@ -16,7 +16,7 @@ import sys
 import jax
 from absl import app, flags
 
-from micronas_jax import cli, inputs, reproduce
+from micronas_jax import cli, reproduce
 
 _OUT = flags.DEFINE_string("out", "reproduction", "Output folder (created; a rerun resumes in it).")
 _QUICK = flags.DEFINE_bool("quick", False, "The small version: CIFAR-10, 2 seeds at R = 1, 100 cells.")
@@ -32,9 +32,7 @@ _INDICATOR_CELLS = flags.DEFINE_integer("indicator_cells", None, "Cells sampled 
 _W_FLOPS = flags.DEFINE_list("w_flops", None, "FLOPs-guided searches' weights (default 1,3).")
 _W_LATENCY = flags.DEFINE_list("w_latency", None, "Latency-guided searches' weights (default 1,3,5).")
 _BUDGETS = flags.DEFINE_list("budget_quantiles", None, "Latency budgets as quantiles of the space's latency.")
-_DATA_PATH = flags.DEFINE_string("data_path", None, "Local dataset folder; default: synthetic inputs.")
-_SYNTHETIC = flags.DEFINE_enum("synthetic", "gaussian", list(inputs.SYNTHETIC), "Synthetic inputs without "
-                               "--data_path: 'gaussian' (white noise) or 'natural' (1/f^2 natural-image spectrum).")
+_INPUTS = cli.define_input_flags()
 _LUT = flags.DEFINE_string("lut", None, "Device LUT JSON (default: STM32F746, CMSIS-NN s8).")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Also write the whole result (report.json) here.")
 _CACHE_DIR = flags.DEFINE_string("compilation_cache", os.path.join("~", ".cache", "micronas-jax"),
@@ -74,8 +72,8 @@ def main(argv):
     if _CACHE_DIR.value:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE_DIR.value))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    result = reproduce.run_stages(_OUT.value, _config(), _STAGES.value, data_path=_DATA_PATH.value,
-                                  synthetic=_SYNTHETIC.value, lut_path=_LUT.value, reference=reference,
+    result = reproduce.run_stages(_OUT.value, _config(), _STAGES.value, data_path=_INPUTS.data_path.value,
+                                  synthetic=_INPUTS.synthetic.value, lut_path=_LUT.value, reference=reference,
                                   progress=_PROGRESS.value,
                                   command=shlex.join(["python", "experiments/reproduce.py", *sys.argv[1:]]))
     print(reproduce.summary_text(result))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
-from absl import app
+from absl import app, flags
 
 from cells import space
 
@@ -33,6 +34,30 @@ def float_list(flag: str, values: Sequence[str], allow_none: bool = False) -> li
     except ValueError:
         raise app.UsageError(f"--{flag}: {values} are not numbers") from None
     return out or ([None] if allow_none else [])
+
+
+@dataclasses.dataclass(frozen=True)
+class InputFlags:
+    """The ``--data_path`` and ``--synthetic`` flags: where a launcher's images come from."""
+
+    data_path: flags.FlagHolder
+    synthetic: flags.FlagHolder
+
+    def load(self, dataset: str):
+        """The ``inputs.ImageSource`` the flags name, shaped for ``dataset``."""
+        from micronas_jax import inputs
+        return inputs.load_images(dataset, self.data_path.value, self.synthetic.value)
+
+
+def define_input_flags() -> InputFlags:
+    """Defines ``--data_path`` and ``--synthetic`` (at a launcher's import, like any absl flag)."""
+    # Imported here, not at the top, so that the launchers without images (LUT, describe) stay
+    # free of JAX.
+    from micronas_jax import inputs
+    return InputFlags(
+        flags.DEFINE_string("data_path", None, "Local dataset folder; default: synthetic inputs."),
+        flags.DEFINE_enum("synthetic", "gaussian", list(inputs.SYNTHETIC), "Synthetic inputs without "
+                          "--data_path: 'gaussian' (white noise) or 'natural' (1/f^2 natural-image spectrum)."))
 
 
 def write_json(path: str | os.PathLike | None, result: Any) -> None:

@@ -38,6 +38,19 @@ def sample_indices(n: int | None, seed: int) -> np.ndarray:
     return order if not n else order[:n]
 
 
+def within_latency(indices: Sequence[int], max_ms: float, dataset: str = "cifar10",
+                   latency_ms: np.ndarray | None = None) -> np.ndarray:
+    """The cells of ``indices`` (order kept) whose estimated latency is at most ``max_ms``: the
+    cells a latency budget allows, so that a budget study scores only those.
+
+    ``latency_ms``: float64[15625] by NB201 index (default: the default device's LUT on
+    ``dataset``'s C = 16, N = 5 network)."""
+    if latency_ms is None:
+        latency_ms = latency_lib.latency_all(skeleton=sk.Skeleton.for_dataset(dataset))
+    idx = np.asarray(indices, np.int64)
+    return idx[np.asarray(latency_ms)[idx] <= max_ms]
+
+
 def fingerprint(config: engine_lib.ProxyConfig, source: str, seed: int) -> dict[str, Any]:
     d = dataclasses.asdict(config)
     d["ntk_mode"] = config.ntk_mode.value

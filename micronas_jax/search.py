@@ -94,6 +94,10 @@ class SearchConfig:
         untrainable, about 10 % accuracy).
       precision: decimal places to which indicators (relative changes and shares) are compared
         when ranking; TE-NAS's launcher uses 3.
+      endgame: when a round starts with at most this many cells left in the state (those that
+        meet the budgets, with a path when ``require_path``), stop pruning and score each of them
+        as a cell (R draws, the round's keys); the best by the same weighted ranks wins. 0 (the
+        default) prunes to the end, as TE-NAS does.
     """
 
     w_ntk: float = 1.0
@@ -106,10 +110,13 @@ class SearchConfig:
     budgets: Budgets = Budgets()
     require_path: bool = True
     precision: int = 3
+    endgame: int = 0
 
     def __post_init__(self):
         if self.repeats < 1:
             raise ValueError(f"repeats must be at least 1, got {self.repeats}")
+        if self.endgame < 0:
+            raise ValueError(f"endgame must be 0 (off) or a number of cells, got {self.endgame}")
         for name in ("w_ntk", "w_regions", "w_flops", "w_latency", "w_budget"):
             w = getattr(self, name)
             if not (math.isfinite(w) and w >= 0):
@@ -265,16 +272,18 @@ class SearchResult:
     report: dict[str, Any]
     engine_breakdown: dict[str, float] = dataclasses.field(default_factory=dict)
     timed_on: str = dataclasses.field(default_factory=engine_lib.timed_on)
+    endgame: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"cell": self.cell.to_string(), "index": self.cell.index, "seed": self.seed,
-                **self.report, "rounds": self.rounds,
+                **self.report, "rounds": self.rounds, **({"endgame": self.endgame} if self.endgame else {}),
                 "time": {"wall_s": self.wall_seconds, "engine_s": self.engine_seconds,
                          "compile_s": self.compile_seconds, "engine_breakdown_s": self.engine_breakdown,
                          "timed_on": self.timed_on}}
 
 
-ScoreCache = dict  # (seed, round, mask bytes) -> (ntk float64[S], flags str[S], regions int64[S])
+ScoreCache = dict  # (seed, round, R, mask bytes) or ("cell", seed, round, R, index) -> (ntk float64[R],
+#                   flags str[R], regions int64[R])
 
 
 def round_keys(seed: int, round_index: int, repeats: int) -> list[jax.Array]:
@@ -326,6 +335,7 @@ def search(engine: engine_lib.ProxyEngine, seed: int, config: SearchConfig | Non
     mask = initial_mask(config)
     feasible = costs.check(config.budgets, mask, config.require_path)
     feasible_ops = costs.ops[feasible]  # within the initial mask
+    endgame = None
 
     def allowed(m):
         return bool(contains(m, feasible_ops).any())
@@ -336,6 +346,15 @@ def search(engine: engine_lib.ProxyEngine, seed: int, config: SearchConfig | Non
     bar = tqdm(total=total_rounds, desc=f"search seed {seed}", disable=not progress, leave=False)
     while (mask > 0).sum(-1).max() > 1:
         r = len(rounds)
+        left = np.flatnonzero(feasible & contains(mask, costs.ops))
+        if len(left) <= config.endgame:
+            t = time.perf_counter()
+            endgame = score_endgame(engine, left, costs, config, round_keys(seed, r, config.repeats), seed, r, cache)
+            engine_seconds += time.perf_counter() - t
+            mask = space.from_index(endgame["chosen"]).matrix
+            logging.info("seed %d round %d: endgame over %d cells, chose #%d", seed, r, len(left), endgame["chosen"])
+            bar.update(bar.total - bar.n)
+            break
         candidates = [(e, o) for e in range(space.NUM_EDGES) if (mask[e] > 0).sum() > 1
                       for o in range(space.NUM_OPS) if mask[e, o] > 0]
         cand_masks = np.stack([_without(mask, e, o) for e, o in candidates])
@@ -362,7 +381,42 @@ def search(engine: engine_lib.ProxyEngine, seed: int, config: SearchConfig | Non
     report = cell_report(cell, costs, benchmark)
     breakdown = {k: v - seconds_before.get(k, 0.0) for k, v in getattr(engine, "seconds", {}).items()}
     return SearchResult(cell, seed, rounds, time.perf_counter() - start, engine_seconds,
-                        engine.compile_seconds - compile_before, report, breakdown)
+                        engine.compile_seconds - compile_before, report, breakdown, endgame=endgame)
+
+
+def score_endgame(engine: engine_lib.ProxyEngine, indices: np.ndarray, costs: SpaceCosts, config: SearchConfig,
+                  keys, seed: int, round_index: int, cache: ScoreCache | None) -> dict[str, Any]:
+    """Scores the state's remaining cells ``indices`` (int[K], ascending) as cells and picks one.
+
+    Each cell's indicators, lower = better: its mean NTK condition number over the draws (infinite
+    if any draw is), minus its mean region count, its FLOPs and its latency; they are dense-ranked
+    and combined with the config's weights as in a round (``w_budget`` has nothing to rank here).
+    Ties go to the lower NB201 index. Returns the log: every cell's scores, ranks and combined
+    rank, and 'chosen', the winner's index.
+    """
+    cache = {} if cache is None else cache
+    tags = [("cell", seed, round_index, len(keys), int(i)) for i in indices]
+    todo = [k for k, t in enumerate(tags) if t not in cache]
+    if todo:
+        out = engine.score_cells([int(indices[k]) for k in todo], keys)
+        for j, k in enumerate(todo):
+            cache[tags[k]] = (out["ntk"][j], out["ntk_flag"][j], out["regions"][j])
+    rows = [cache[t] for t in tags]
+    ntk = np.stack([r[0] for r in rows]).astype(np.float64)
+    regions = np.stack([r[2] for r in rows]).astype(np.float64)
+    indicators = {"ntk": np.where(np.isfinite(ntk).all(1), ntk.mean(1), np.inf),
+                  "regions": -regions.mean(1),
+                  "flops": costs.cells["mflops"][indices],
+                  "latency": costs.cells["latency_ms"][indices]}
+    ranks, combined = combine(indicators, config.weights, config.precision)
+    best = int(np.argmin(combined))  # first minimum: the lowest index among ties
+    cells = [{"index": int(i), "cell": space.from_index(int(i)).to_string(),
+              "ntk_condition": [float(c) if math.isfinite(c) else str(c) for c in ntk[k]],
+              "regions": [int(c) for c in regions[k]], "mflops": float(indicators["flops"][k]),
+              "latency_ms": float(indicators["latency"][k]),
+              "ranks": {n: int(v[k]) for n, v in ranks.items()}, "combined": float(combined[k])}
+             for k, i in enumerate(indices)]
+    return {"round": round_index, "cells": cells, "chosen": int(indices[best])}
 
 
 def _budget_pressure(mask: np.ndarray, feasible_ops: np.ndarray, active: bool) -> np.ndarray:
@@ -454,6 +508,9 @@ def format_result(result: Mapping[str, Any], dataset: str = "cifar10") -> str:
     for rd in result["rounds"]:
         lines.append(f"  round {rd['round']}: {len(rd['candidates'])} candidates, pruned "
                      + ", ".join(f"{p['edge']} {p['op']}" for p in rd["pruned"]))
+    if result.get("endgame"):
+        eg = result["endgame"]
+        lines.append(f"  round {eg['round']}: endgame over {len(eg['cells'])} cells, chose #{eg['chosen']}")
     t = result["time"]
     lines.append(f"  time: {t['wall_s']:.1f} s wall, {t['engine_s']:.1f} s in the proxy engine "
                  f"(of which {t['compile_s']:.1f} s compiling), on {t.get('timed_on', engine_lib.UNRECORDED)}")

@@ -35,15 +35,15 @@ _W_LATENCY = flags.DEFINE_list("w_latency", [str(search.DEFAULT_W_LATENCY)],
 _W_BUDGET = flags.DEFINE_float("w_budget", 0.0, "Weight of the budget-pressure rank (with budgets: prune early the "
                                 "ops few cells within the budgets use).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Seeds (initialisations and batches) per round.")
+_ENDGAME = flags.DEFINE_list("endgame", ["0"], "Stop pruning when at most this many cells (within the budgets) "
+                             "are left, score them as cells and keep the best by the same ranks; 0 = prune to the end.")
 _DROP_NONE = flags.DEFINE_list("drop_none", ["true"], "Remove 'none' from every edge before the first round "
                                "(TE-NAS); 'true', 'false' or both (a grid).")
 _MAX_LATENCY = flags.DEFINE_list("max_latency_ms", [], "MCU latency budget(s), ms.")
 _MAX_FLASH = flags.DEFINE_list("max_flash_kb", [], "Flash budget(s), KB.")
 _MAX_SRAM = flags.DEFINE_list("max_sram_kb", [], "Peak SRAM budget(s), KB.")
 _MAX_MFLOPS = flags.DEFINE_list("max_mflops", [], "FLOPs budget(s), millions.")
-_DATA_PATH = flags.DEFINE_string("data_path", None, "Local dataset folder; default: synthetic inputs.")
-_SYNTHETIC = flags.DEFINE_enum("synthetic", "gaussian", list(inputs.SYNTHETIC), "Synthetic inputs without "
-                               "--data_path: 'gaussian' (white noise) or 'natural' (1/f^2 natural-image spectrum).")
+_INPUTS = cli.define_input_flags()
 _NTK_MODE = flags.DEFINE_enum("ntk_mode", "exact", [m.value for m in engine_lib.ntk.NTKMode], "NTK kernel.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "NTK batch size.")
 _INIT = flags.DEFINE_enum("init", "kaiming_normal", list(engine_lib.INITS), "Initialisation.")
@@ -78,11 +78,19 @@ def _bools(flag, values) -> list[bool]:
         raise app.UsageError(f"--{flag}: {err} is not true or false") from None
 
 
+def _ints(flag, values) -> list[int]:
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise app.UsageError(f"--{flag}: {values} are not whole numbers") from None
+
+
 def configs() -> dict[str, search.SearchConfig]:
     """The grid named by the flags: configuration name -> config."""
     out = {}
-    for dn, wf, wl, lat, fl, sr, mf in itertools.product(
-            _bools("drop_none", _DROP_NONE.value), cli.float_list("w_flops", _W_FLOPS.value),
+    for eg, dn, wf, wl, lat, fl, sr, mf in itertools.product(
+            _ints("endgame", _ENDGAME.value), _bools("drop_none", _DROP_NONE.value),
+            cli.float_list("w_flops", _W_FLOPS.value),
             cli.float_list("w_latency", _W_LATENCY.value),
             cli.float_list("max_latency_ms", _MAX_LATENCY.value, True),
             cli.float_list("max_flash_kb", _MAX_FLASH.value, True),
@@ -90,12 +98,12 @@ def configs() -> dict[str, search.SearchConfig]:
             cli.float_list("max_mflops", _MAX_MFLOPS.value, True)):
         budgets = search.Budgets(lat, fl, sr, mf)
         name = (f"w_flops={wf:g},w_latency={wl:g}" + (f",w_budget={_W_BUDGET.value:g}" if _W_BUDGET.value else "")
-                + ("" if dn else ",keep_none")
+                + ("" if dn else ",keep_none") + (f",endgame={eg}" if eg else "")
                 + "".join(f",{k}<={v:g}" for k, v in budgets.active().items()))
         try:
             out[name] = search.SearchConfig(w_ntk=_W_NTK.value, w_regions=_W_REGIONS.value, w_flops=wf, w_latency=wl,
                                             w_budget=_W_BUDGET.value, repeats=_REPEATS.value, drop_none=dn,
-                                            budgets=budgets)
+                                            budgets=budgets, endgame=eg)
         except ValueError as err:
             raise app.UsageError(str(err)) from None
     return out
@@ -117,7 +125,7 @@ def main(argv):
     def make_engine(dataset):
         config = engine_lib.ProxyConfig(dataset=dataset, ntk_mode=_NTK_MODE.value, batch_size=_BATCH.value,
                                         init=_INIT.value)
-        return engine_lib.ProxyEngine(config, inputs.load_images(dataset, _DATA_PATH.value, _SYNTHETIC.value))
+        return engine_lib.ProxyEngine(config, _INPUTS.load(dataset))
 
     grid = configs()
     for name, config in grid.items():

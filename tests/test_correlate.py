@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from micronas_jax import benchmark, correlate
+from micronas_jax.hardware import latency as latency_lib
 from micronas_jax.proxies import engine as engine_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,6 +144,15 @@ def test_budget_picks_match_a_brute_force_pick_within_the_budget():
         correlate.budget_picks(scores, 50, "cifar10", latency_ms=latency)
 
 
+def test_within_latency_keeps_the_order_and_the_cells_a_budget_allows():
+    latency = np.random.default_rng(0).uniform(100, 1000, 15625)
+    order = correlate.sample_indices(0, 4)
+    got = correlate.within_latency(order, 400.0, latency_ms=latency)
+    assert got.tolist() == [int(i) for i in order if latency[i] <= 400.0]  # brute force, same order
+    assert 0 < len(got) < len(order)
+    assert correlate.within_latency([3, 1, 2], 1e9).tolist() == [3, 1, 2]  # the default device's LUT
+
+
 def _run(script, *args):
     return subprocess.run([sys.executable, os.path.join(ROOT, "experiments", script), *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=600)
@@ -164,6 +174,13 @@ def test_correlate_launcher(tmp_path):
     assert everything["cells_within"] == 7 and everything["picks"]["oracle"]["accuracy"] == pytest.approx(
         max(acc[i] for i in [*correlate.sample_indices(6, 0).tolist(), 6111]))
     assert all(p["latency_ms"] <= 600 for p in fast["picks"].values())
+    # The same cache, only the cells within 600 ms: nothing new is scored.
+    proc = _run("correlate.py", "--sample=0", "--max_latency_ms=600", "--only_cached", "--batch_size=4",
+                f"--cache={tmp_path / 's.jsonl'}", f"--json_out={out}", "--arch=6111")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    latency = latency_lib.latency_all()
+    scored = [*correlate.sample_indices(6, 0).tolist(), 6111]
+    assert json.loads(out.read_text())["cells"] == sum(latency[i] <= 600 for i in scored) + (latency[6111] > 600)
 
 
 @pytest.mark.slow

@@ -91,3 +91,15 @@ def test_bench_hardware(tmp_path):
     assert result["timings"]["all 15,625 cells, warm"]["min_s"] > 0
     assert result["calibration"]["lat_synthetic_ms"]["selected"]["kendall_tau"] > 0.999
     assert "FLOPs-only" in proc.stdout
+
+
+
+@pytest.mark.parametrize("module", ["experiments.hardware", "experiments.calibrate", "experiments.bench_hardware",
+                                    "experiments.describe"])
+def test_hardware_launchers_do_not_import_jax(module):
+    # The LUT and its launchers are pure Python: a TinyML user can cost cells without JAX.
+    code = (f"import sys; import {module}\n"
+            "print(sorted(m for m in sys.modules if m == 'jax' or m.startswith('jax.')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -86,6 +86,11 @@ class FakeEngine:
         flags = np.where(np.isinf(ntk), "singular", "")
         return {"ntk": ntk, "ntk_flag": flags, "regions": regions}
 
+    def score_cells(self, cells, keys):
+        self.calls += 1
+        masks = np.stack([space.as_cell(c).matrix for c in cells])
+        return self.score_round(masks[0], masks[1:], keys)
+
 
 @pytest.fixture(scope="module")
 def costs():
@@ -134,8 +139,71 @@ def test_budget_pressure_prunes_the_op_fewest_feasible_cells_use(costs):
 
 def test_job_keys_leave_out_later_fields_at_their_default():
     job = batch.Job("a", "cifar10", search.SearchConfig(), 0)
-    assert "w_budget" not in job.to_json()["config"]  # result files written before w_budget stay valid
+    # Result files written before w_budget and endgame stay valid.
+    assert "w_budget" not in job.to_json()["config"] and "endgame" not in job.to_json()["config"]
     assert batch.Job("a", "cifar10", search.SearchConfig(w_budget=1), 0).to_json()["config"]["w_budget"] == 1
+    assert batch.Job("a", "cifar10", search.SearchConfig(endgame=8), 0).to_json()["config"]["endgame"] == 8
+
+
+def _replay(config, rounds):
+    mask = search.initial_mask(config)
+    for r in rounds:
+        for p in r["pruned"]:
+            mask[[f"{a}->{b}" for a, b in space.EDGES].index(p["edge"]), space.OPS.index(p["op"])] = 0
+    return mask
+
+
+@pytest.mark.parametrize("drop_none,budget_pct,w_latency", [(True, None, 0), (False, 40, 0), (False, 20, 3)])
+def test_endgame_scores_every_cell_left_and_keeps_the_best_by_the_ranks(costs, drop_none, budget_pct, w_latency):
+    budgets = search.Budgets(latency_ms=None if budget_pct is None else
+                             float(np.percentile(costs.cells["latency_ms"], budget_pct)))
+    config = search.SearchConfig(repeats=2, drop_none=drop_none, budgets=budgets, w_latency=w_latency, endgame=64)
+    result = search.search(FakeEngine(), 4, config, costs=costs, progress=False)
+    eg = result.endgame
+    assert eg is not None  # two ops per edge leave at most 2^6 = 64 cells
+    # The cells it compared are exactly the state's feasible completions, brute-forced over the space.
+    mask = _replay(config, result.rounds)
+    left = search.contains(mask, costs.ops) & costs.feasible(budgets, require_path=config.require_path)
+    if drop_none:
+        left &= (costs.ops != 0).all(axis=1)
+    assert [c["index"] for c in eg["cells"]] == np.flatnonzero(left).tolist()
+    assert 0 < len(eg["cells"]) <= 64 and eg["round"] == len(result.rounds)
+    # The winner: the lowest weighted rank sum (ties: the lower index), recomputed here from the log.
+    ntk = [np.inf if any(isinstance(v, str) for v in c["ntk_condition"]) else np.mean(c["ntk_condition"])
+           for c in eg["cells"]]
+    ind = {"ntk": np.array(ntk), "regions": np.array([-np.mean(c["regions"]) for c in eg["cells"]]),
+           "flops": np.array([c["mflops"] for c in eg["cells"]]),
+           "latency": np.array([c["latency_ms"] for c in eg["cells"]])}
+    _, combined = search.combine(ind, config.weights)
+    assert result.cell.index == eg["chosen"] == eg["cells"][int(np.argmin(combined))]["index"]
+    for name, limit in budgets.active().items():
+        assert result.report["hardware"][name] <= limit
+    # Up to the endgame it prunes as the search without one.
+    plain = search.search(FakeEngine(), 4, dataclasses.replace(config, endgame=0), costs=costs, progress=False)
+    assert [r["pruned"] for r in plain.rounds[:len(result.rounds)]] == [r["pruned"] for r in result.rounds]
+    assert "endgame" in json.dumps(result.to_json()) and "endgame" not in plain.to_json()
+    assert "endgame over" in search.format_result(result.to_json())
+
+
+def test_endgame_ranks_hand_made_cells_with_ties_and_infinities(costs):
+    class Scripted:
+        def score_cells(self, cells, keys):
+            return {"ntk": np.array([[10.0, 20.0], [np.inf, 1.0], [15.0, 15.0], [30.0, 30.0]]),
+                    "ntk_flag": np.array([["", ""], ["singular", ""], ["", ""], ["", ""]]),
+                    "regions": np.array([[100, 100], [900, 900], [100, 100], [500, 500]])}
+
+    cells = np.array([10, 20, 30, 40])
+    # NTK ranks: 15, inf, 15, 30 -> 0, 2, 0, 1; regions -100, -900, -100, -500 -> 2, 0, 2, 1.
+    eg = search.score_endgame(Scripted(), cells, costs, search.SearchConfig(), search.round_keys(0, 0, 2), 0, 0,
+                              None)
+    assert [c["combined"] for c in eg["cells"]] == [2, 2, 2, 2]
+    assert eg["chosen"] == 10  # all tied: the lowest index
+    assert eg["cells"][1]["ntk_condition"][0] == "inf"
+    eg = search.score_endgame(Scripted(), cells, costs, search.SearchConfig(w_regions=2), search.round_keys(0, 0, 2),
+                              0, 0, None)
+    assert eg["chosen"] == 20  # many regions outweigh the singular draw
+    with pytest.raises(ValueError, match="endgame must be 0"):
+        search.SearchConfig(endgame=-1)
 
 
 def test_impossible_budget_fails_at_start_naming_it(costs):
@@ -257,6 +325,22 @@ def test_real_search_same_seed_same_cell(small_engine, costs):
     assert "found cell #" in search.format_result(a.to_json())
 
 
+def test_real_endgame_scores_each_cell_as_the_engine_scores_it_alone(small_engine, costs):
+    budgets = search.Budgets(latency_ms=536.0)
+    config = search.SearchConfig(repeats=1, drop_none=False, budgets=budgets, endgame=64)
+    result = search.search(small_engine, 2, config, costs=costs, progress=False)
+    eg = result.endgame
+    assert result.cell.index == eg["chosen"] and result.report["hardware"]["latency_ms"] <= 536.0
+    keys = search.round_keys(2, eg["round"], 1)
+    for c in [*eg["cells"][:3], next(c for c in eg["cells"] if c["index"] == eg["chosen"])]:
+        alone = small_engine.score_cells([c["index"]], keys)
+        if alone["ntk_flag"][0, 0]:
+            assert c["ntk_condition"] == ["inf"]
+        else:
+            np.testing.assert_allclose(c["ntk_condition"], alone["ntk"][0], rtol=1e-4)
+        assert c["regions"] == alone["regions"][0].tolist()
+
+
 @pytest.mark.slow
 def test_launcher_writes_results_and_resumes(tmp_path):
     out, results = tmp_path / "s.json", tmp_path / "s.jsonl"
@@ -293,6 +377,9 @@ def test_launcher_seed_and_switch_lists():
         search_cli._seeds(["x-y"])
     with pytest.raises(app.UsageError, match="maybe"):
         search_cli._bools("drop_none", ["maybe"])
+    assert search_cli._ints("endgame", ["0", "64"]) == [0, 64]
+    with pytest.raises(app.UsageError, match=r"--endgame: .*'6\.5'"):
+        search_cli._ints("endgame", ["6.5"])
 
 
 def test_calibrated_lut_is_refused_with_a_clear_error():
