@@ -93,7 +93,6 @@ def test_bench_hardware(tmp_path):
     assert "FLOPs-only" in proc.stdout
 
 
-
 @pytest.mark.parametrize("module", ["experiments.hardware", "experiments.calibrate", "experiments.bench_hardware",
                                     "experiments.describe"])
 def test_hardware_launchers_do_not_import_jax(module):
