@@ -25,6 +25,10 @@ cell it still contains meets every budget, computed exactly over all 15,625 cell
 would leave no such cell is skipped for the edge's next-best candidate (one always exists: the
 edge's op in a feasible completion can stay). The search refuses to start when no cell meets the
 budgets, naming the budget(s) at fault.
+
+Opt-in endgame (``SearchConfig.endgame``): once few enough feasible cells are left in the state,
+they are scored as cells and ranked directly (``score_endgame``) instead of pruned further; under a
+tight budget this replaces the last rounds' forced prunes.
 """
 
 from __future__ import annotations
