@@ -45,10 +45,16 @@ def within_latency(indices: Sequence[int], max_ms: float, dataset: str = "cifar1
 
     ``latency_ms``: float64[15625] by NB201 index (default: the default device's LUT on
     ``dataset``'s C = 16, N = 5 network)."""
+    idx = np.asarray(indices, np.int64)
+    return idx[_space_latency(dataset, latency_ms)[idx] <= max_ms]
+
+
+def _space_latency(dataset: str, latency_ms: np.ndarray | None) -> np.ndarray:
+    """float64[15625]: ``latency_ms``, or every cell's latency on the default device's LUT for
+    ``dataset``'s C = 16, N = 5 network."""
     if latency_ms is None:
         latency_ms = latency_lib.latency_all(skeleton=sk.Skeleton.for_dataset(dataset))
-    idx = np.asarray(indices, np.int64)
-    return idx[np.asarray(latency_ms)[idx] <= max_ms]
+    return np.asarray(latency_ms, np.float64)
 
 
 def fingerprint(config: engine_lib.ProxyConfig, source: str, seed: int) -> dict[str, Any]:
@@ -226,9 +232,7 @@ def budget_picks(scores: dict[str, np.ndarray], budget_ms: float, dataset: str =
       'top_k_accuracy', 'top_k_latency_ms'}}, 'all': {'accuracy', 'latency_ms'}}; raises
       ``ValueError`` when no scored cell meets the budget.
     """
-    if latency_ms is None:
-        latency_ms = latency_lib.latency_all(skeleton=sk.Skeleton.for_dataset(dataset))
-    lat = np.asarray(latency_ms, np.float64)[scores["index"]]
+    lat = _space_latency(dataset, latency_ms)[scores["index"]]
     within = lat <= budget_ms
     if not within.any():
         raise ValueError(f"no scored cell meets the latency budget {budget_ms:g} ms "

@@ -296,23 +296,30 @@ def round_keys(seed: int, round_index: int, repeats: int) -> list[jax.Array]:
     return list(jax.random.split(key, repeats))
 
 
+def _cached_scores(cache: ScoreCache | None, tags: Sequence[tuple], score: Callable[[list[int]], Mapping]
+                   ) -> dict[str, np.ndarray]:
+    """Scores of the items named by ``tags``: those in ``cache`` reused, the rest scored in one
+    call ``score(positions)`` (returning 'ntk', 'ntk_flag', 'regions' rows in that order) and added
+    to the cache. Returns the three arrays stacked in ``tags`` order."""
+    cache = {} if cache is None else cache
+    todo = [k for k, t in enumerate(tags) if t not in cache]
+    if todo:
+        out = score(todo)
+        for j, k in enumerate(todo):
+            cache[tags[k]] = (out["ntk"][j], out["ntk_flag"][j], out["regions"][j])
+    rows = [cache[t] for t in tags]
+    return {"ntk": np.stack([r[0] for r in rows]), "ntk_flag": np.stack([r[1] for r in rows]),
+            "regions": np.stack([r[2] for r in rows])}
+
+
 def score_masks(engine: engine_lib.ProxyEngine, base: np.ndarray, cands: np.ndarray, keys, seed: int,
                 round_index: int, cache: ScoreCache | None) -> dict[str, np.ndarray]:
     """``engine.score_round``, with masks already scored under the same (seed, round) in this
     ``cache`` (e.g. by another weight setting's search) reused, not recomputed."""
     masks = np.concatenate([np.asarray(base, np.float32)[None], cands])
     tags = [(seed, round_index, len(keys), m.tobytes()) for m in masks]
-    todo = [k for k, t in enumerate(tags) if cache is None or t not in cache]
-    fresh = {}
-    if todo:  # the first mask to score plays the base: score_round treats all masks alike
-        out = engine.score_round(masks[todo[0]], masks[todo[1:]], keys)
-        for j, k in enumerate(todo):
-            fresh[k] = (out["ntk"][j], out["ntk_flag"][j], out["regions"][j])
-            if cache is not None:
-                cache[tags[k]] = fresh[k]
-    rows = [fresh[k] if k in fresh else cache[tags[k]] for k in range(len(masks))]
-    return {"ntk": np.stack([r[0] for r in rows]), "ntk_flag": np.stack([r[1] for r in rows]),
-            "regions": np.stack([r[2] for r in rows])}
+    # The first mask to score plays the base: score_round treats all masks alike.
+    return _cached_scores(cache, tags, lambda todo: engine.score_round(masks[todo[0]], masks[todo[1:]], keys))
 
 
 def search(engine: engine_lib.ProxyEngine, seed: int, config: SearchConfig | None = None, *,
@@ -350,8 +357,8 @@ def search(engine: engine_lib.ProxyEngine, seed: int, config: SearchConfig | Non
     bar = tqdm(total=total_rounds, desc=f"search seed {seed}", disable=not progress, leave=False)
     while (mask > 0).sum(-1).max() > 1:
         r = len(rounds)
-        left = np.flatnonzero(feasible & contains(mask, costs.ops))
-        if len(left) <= config.endgame:
+        left = np.flatnonzero(feasible & contains(mask, costs.ops)) if config.endgame else None
+        if left is not None and len(left) <= config.endgame:
             t = time.perf_counter()
             endgame = score_endgame(engine, left, costs, config, round_keys(seed, r, config.repeats), seed, r, cache)
             engine_seconds += time.perf_counter() - t
@@ -398,16 +405,10 @@ def score_endgame(engine: engine_lib.ProxyEngine, indices: np.ndarray, costs: Sp
     Ties go to the lower NB201 index. Returns the log: every cell's scores, ranks and combined
     rank, and 'chosen', the winner's index.
     """
-    cache = {} if cache is None else cache
     tags = [("cell", seed, round_index, len(keys), int(i)) for i in indices]
-    todo = [k for k, t in enumerate(tags) if t not in cache]
-    if todo:
-        out = engine.score_cells([int(indices[k]) for k in todo], keys)
-        for j, k in enumerate(todo):
-            cache[tags[k]] = (out["ntk"][j], out["ntk_flag"][j], out["regions"][j])
-    rows = [cache[t] for t in tags]
-    ntk = np.stack([r[0] for r in rows]).astype(np.float64)
-    regions = np.stack([r[2] for r in rows]).astype(np.float64)
+    scores = _cached_scores(cache, tags, lambda todo: engine.score_cells([int(indices[k]) for k in todo], keys))
+    ntk = scores["ntk"].astype(np.float64)
+    regions = scores["regions"].astype(np.float64)
     indicators = {"ntk": np.where(np.isfinite(ntk).all(1), ntk.mean(1), np.inf),
                   "regions": -regions.mean(1),
                   "flops": costs.cells["mflops"][indices],
