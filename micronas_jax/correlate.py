@@ -185,13 +185,16 @@ def proxy_scores(scores: dict[str, np.ndarray], dataset: str = "cifar10") -> dic
 
     'ntk': -log(condition number) (a flagged, infinite condition ranks last); 'regions': the count;
     'ntk+regions': minus the sum of the two ranks (TE-NAS's combination); 'flops': NB201 FLOPs of
-    the dataset's network.
+    the dataset's network; 'ntk+regions+flops': minus the sum of all three ranks, FLOPs rewarded
+    (what a search with ``w_flops = -1`` aims at).
     """
     ntk = -np.log(np.asarray(scores["ntk"], np.float64)).mean(axis=1)  # -inf where infinite
     regions = np.asarray(scores["regions"], np.float64).mean(axis=1)
     rank_sum = stats.rankdata(-ntk) + stats.rankdata(-regions)  # rank 1 = best
     f = flops.cost_table(sk.Skeleton.for_dataset(dataset)).flops(space.all_matrices()[scores["index"]])
-    return {"ntk": ntk, "regions": regions, "ntk+regions": -rank_sum, "flops": f.astype(np.float64)}
+    f = f.astype(np.float64)
+    return {"ntk": ntk, "regions": regions, "ntk+regions": -rank_sum, "flops": f,
+            "ntk+regions+flops": -(rank_sum + stats.rankdata(-f))}
 
 
 def correlations(scores: dict[str, np.ndarray], datasets: Sequence[str] = benchmark.DATASETS) -> dict[str, Any]:

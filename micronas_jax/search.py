@@ -16,9 +16,10 @@ and each candidate gets four indicators, each oriented so that *lower means bett
 Each indicator is dense-ranked over all the round's candidates (equal values, compared to
 ``precision`` decimal places as TE-NAS does, share a rank; NaN ranks last), the ranks are
 combined as ``w_ntk * r_ntk + w_regions * r_regions + w_flops * r_flops + w_latency * r_latency``,
-and on every edge the candidate with the lowest combined rank is pruned. Ties break towards the
-lower operator index (``space.OPS`` order), which is TE-NAS's order. Edges are pruned in edge
-order, each checked against the budgets with the edges before it already pruned.
+and on every edge the candidate with the lowest combined rank is pruned (a negative ``w_flops``,
+opt-in, turns FLOPs from a cost into a reward: the paper notes FLOPs correlate with accuracy).
+Ties break towards the lower operator index (``space.OPS`` order), which is TE-NAS's order. Edges
+are pruned in edge order, each checked against the budgets with the edges before it already pruned.
 
 Budgets (latency, flash, peak SRAM, FLOPs) are hard: a state (a mask) is feasible when at least one
 cell it still contains meets every budget, computed exactly over all 15,625 cells; a prune that
@@ -86,7 +87,9 @@ class SearchConfig:
 
     Attributes:
       w_ntk, w_regions, w_flops, w_latency: weights of the indicators' ranks (w_flops = w_latency
-        = 0 is TE-NAS's accuracy-only search).
+        = 0 is TE-NAS's accuracy-only search). Only ``w_flops`` may be negative: it then rewards the
+        ops (and, in the endgame, the cells) with more FLOPs, FLOPs taken as a sign of capacity
+        rather than a cost; the others must be non-negative.
       w_budget: weight of the budget-pressure rank (opt-in; nothing without budgets): the share
         of the state's feasible cells that use the op on its edge, so that an op few cells within
         the budgets can use is pruned early rather than forced out in the last round.
@@ -121,7 +124,9 @@ class SearchConfig:
             raise ValueError(f"repeats must be at least 1, got {self.repeats}")
         if self.endgame < 0:
             raise ValueError(f"endgame must be 0 (off) or a number of cells, got {self.endgame}")
-        for name in ("w_ntk", "w_regions", "w_flops", "w_latency", "w_budget"):
+        if not math.isfinite(self.w_flops):
+            raise ValueError(f"w_flops must be finite, got {self.w_flops}")
+        for name in ("w_ntk", "w_regions", "w_latency", "w_budget"):
             w = getattr(self, name)
             if not (math.isfinite(w) and w >= 0):
                 raise ValueError(f"{name} must be finite and non-negative, got {w}")

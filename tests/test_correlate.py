@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from cells import skeleton as sk
+from cells import space
 from micronas_jax import benchmark, correlate
+from micronas_jax.hardware import flops as flops_lib
 from micronas_jax.hardware import latency as latency_lib
 from micronas_jax.proxies import engine as engine_lib
 
@@ -127,8 +130,11 @@ def test_budget_picks_match_a_brute_force_pick_within_the_budget():
     acc = benchmark.BuiltinBenchmark().test_accuracies("cifar10")[idx[within]]
     log_ntk = np.log(scores["ntk"][within]).mean(1)
     regions = scores["regions"][within].mean(1)
+    mflops = flops_lib.cost_table(sk.Skeleton.for_dataset("cifar10")).flops(space.all_matrices()[idx[within]])
     expected = {"ntk": np.argsort(log_ntk), "regions": np.argsort(-regions),
                 "ntk+regions": np.argsort(stats.rankdata(log_ntk) + stats.rankdata(-regions)),
+                "ntk+regions+flops": np.argsort(stats.rankdata(log_ntk) + stats.rankdata(-regions)
+                                                + stats.rankdata(-mflops)),
                 "oracle": np.argsort(-acc)}
     assert got["cells_within"] == len(within) and got["all"]["accuracy"] == pytest.approx(acc.mean())
     for name, order in expected.items():

@@ -55,6 +55,10 @@ def test_combine_and_choose_follow_tenas_on_hand_made_values():
     # The latency weight turns the choice towards the costly op.
     _, combined = search.combine(ind, {"ntk": 1, "regions": 1, "flops": 0, "latency": 3})
     assert search.choose(cands, combined, mask, lambda m: True)[1] == [(0, 3), (1, 3)]
+    # A negative FLOPs weight rewards FLOPs: the cheap op goes instead.
+    _, combined = search.combine(ind, {"ntk": 0, "regions": 0, "flops": -1, "latency": 0})
+    np.testing.assert_array_equal(combined, [-2, -1, 0, -2, -1, 0])
+    assert search.choose(cands, combined, mask, lambda m: True)[1] == [(0, 1), (1, 1)]
     # Ties break towards the lower op index; a disallowed prune falls to the next best.
     tie = np.array([1.0, 1.0, 1.0, 2.0, 2.0, 2.0])
     assert search.choose(cands, tie, mask, lambda m: True)[1] == [(0, 1), (1, 1)]
@@ -204,6 +208,24 @@ def test_endgame_ranks_hand_made_cells_with_ties_and_infinities(costs):
     assert eg["chosen"] == 20  # many regions outweigh the singular draw
     with pytest.raises(ValueError, match="endgame must be 0"):
         search.SearchConfig(endgame=-1)
+    # A negative FLOPs weight: among cells tied on the proxies, the most FLOPs wins.
+    cells = np.array([20, 30, 40, 50, 60])  # MFLOPs 78.6, 43.2, 47.1, 90.4, 19.6: neither extreme comes first
+    tied = {"ntk": np.full((5, 2), 10.0), "ntk_flag": np.full((5, 2), ""), "regions": np.full((5, 2), 100)}
+    scripted = type("Tied", (), {"score_cells": lambda self, c, k: tied})()
+    mflops = costs.cells["mflops"][cells]
+    for w_flops, best in ((-1, cells[np.argmax(mflops)]), (1, cells[np.argmin(mflops)])):
+        eg = search.score_endgame(scripted, cells, costs, search.SearchConfig(w_flops=w_flops),
+                                  search.round_keys(0, 0, 2), 0, 0, None)
+        assert eg["chosen"] == best and best != cells[0]
+
+
+@pytest.mark.parametrize("name", ["w_ntk", "w_regions", "w_latency", "w_budget"])
+def test_only_the_flops_weight_may_be_negative(name):
+    assert search.SearchConfig(w_flops=-2.5).w_flops == -2.5
+    with pytest.raises(ValueError, match=f"{name} must be finite and non-negative, got -1"):
+        search.SearchConfig(**{name: -1.0})
+    with pytest.raises(ValueError, match="w_flops must be finite, got nan"):
+        search.SearchConfig(w_flops=float("nan"))
 
 
 def test_impossible_budget_fails_at_start_naming_it(costs):
