@@ -173,13 +173,15 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
-    head = (f"{'configuration':<24}{'dataset':<16}{'n':>3}  {'accuracy %':>14}  {'latency ms':>16}  "
+    # Grid names grow with every flag that varies; the column grows with them.
+    w = max([24] + [len(r["name"]) + 2 for r in rows])
+    head = (f"{'configuration':<{w}}{'dataset':<16}{'n':>3}  {'accuracy %':>14}  {'latency ms':>16}  "
             f"{'MFLOPs':>14}  {'search s':>12}")
     lines = [head, "-" * len(head)]
     for r in rows:
         def ms(k, fmt, r=r):
             return f"{r[k]['mean']:{fmt}} +- {r[k]['std']:{fmt}}"
 
-        lines.append(f"{r['name']:<24}{r['dataset']:<16}{r['searches']:>3}  {ms('accuracy', '6.2f'):>14}  "
+        lines.append(f"{r['name']:<{w}}{r['dataset']:<16}{r['searches']:>3}  {ms('accuracy', '6.2f'):>14}  "
                      f"{ms('latency_ms', '7.1f'):>16}  {ms('mflops', '6.1f'):>14}  {ms('wall_s', '5.0f'):>12}")
     return "\n".join(lines)

@@ -325,6 +325,18 @@ def small_engine():
     return engine_lib.ProxyEngine(config)
 
 
+def test_summary_columns_stay_aligned_with_long_configuration_names():
+    stat = {"mean": 1.0, "std": 0.0}
+    long = "w_flops=-3,w_latency=0,keep_none,endgame=729,latency_ms<=536"
+    rows = [{"name": n, "dataset": "cifar10", "searches": 10, "accuracy": stat, "latency_ms": stat,
+             "mflops": stat, "wall_s": stat} for n in ("w_latency=3", long)]
+    head, _, *lines = batch.format_summary(rows).splitlines()
+    # Every line puts the dataset column where the header does, and keeps the whole name.
+    col = head.index("dataset")
+    assert all(line[col:].startswith("cifar10") for line in lines)
+    assert lines[1].startswith(long + " ")
+
+
 def test_batched_round_equals_one_by_one(small_engine):
     base = search.initial_mask(search.SearchConfig())
     cands = np.stack([search._without(base, e, o) for e, o in [(0, 1), (2, 3), (5, 4), (3, 2)]])
