@@ -59,9 +59,11 @@ def main(argv):
     print(f"{len(indices)} cells, {result['inputs']}, NTK {config.ntk_mode.value}, "
           f"{result['seconds_per_cell_draw']:.3f} s per cell and draw (both proxies, on "
           f"{', '.join(result['timed_on'])})")
-    print(f"{'proxy':<18}" + "".join(f"{d:>20}" for d in result["correlations"]))
-    for proxy in next(iter(result["correlations"].values())):
-        print(f"{proxy:<18}" + "".join(f"{c[proxy]['kendall_tau']:>12.3f} tau" + " " * 4
+    proxies = list(next(iter(result["correlations"].values())))
+    w = 1 + max(map(len, proxies))  # the name column fits the longest proxy name
+    print(f"{'proxy':<{w}}" + "".join(f"{d:>20}" for d in result["correlations"]))
+    for proxy in proxies:
+        print(f"{proxy:<{w}}" + "".join(f"{c[proxy]['kendall_tau']:>12.3f} tau" + " " * 4
                                        for c in result["correlations"].values()))
     if result["arch"]["scored"]:
         print(f"#{cell.index}: NTK condition {result['arch']['ntk']:.2f}, {result['arch']['regions']:.0f} regions")
@@ -70,9 +72,10 @@ def main(argv):
         print(f"within {picks['budget_ms']:g} ms ({picks['cells_within']} cells; all of them: "
               f"{picks['all']['accuracy']:.2f} % at {picks['all']['latency_ms']:.0f} ms), {_DATASET.value} accuracy:")
         top = f"top-{picks['top_k']} acc %"
-        print(f"  {'pick by':<18}{'best cell':>12}{'acc %':>8}{'ms':>7}{top:>16}{'ms':>7}")
+        w = 1 + max(map(len, picks["picks"]))
+        print(f"  {'pick by':<{w}}{'best cell':>12}{'acc %':>8}{'ms':>7}{top:>16}{'ms':>7}")
         for name, p in picks["picks"].items():
-            print(f"  {name:<18}{'#' + str(p['index']):>12}{p['accuracy']:>8.2f}{p['latency_ms']:>7.0f}"
+            print(f"  {name:<{w}}{'#' + str(p['index']):>12}{p['accuracy']:>8.2f}{p['latency_ms']:>7.0f}"
                   f"{p['top_k_accuracy']:>16.2f}{p['top_k_latency_ms']:>7.0f}")
     cli.write_json(_JSON_OUT.value, result)
     if _PLOT_OUT.value:
