@@ -23,7 +23,7 @@ from micronas_jax import benchmark as benchmark_lib
 from micronas_jax import search as search_lib
 from micronas_jax.proxies import engine as engine_lib
 
-_LATER_FIELDS = {"w_budget": 0.0, "endgame": 0}
+_LATER_FIELDS = {"w_budget": 0.0, "endgame": 0, "live_flops": False}
 """SearchConfig fields added after result files existed: left out of a job's key at their default."""
 
 

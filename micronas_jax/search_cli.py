@@ -37,6 +37,8 @@ _W_BUDGET = flags.DEFINE_float("w_budget", 0.0, "Weight of the budget-pressure r
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Seeds (initialisations and batches) per round.")
 _ENDGAME = flags.DEFINE_list("endgame", ["0"], "Stop pruning when at most this many cells (within the budgets) "
                              "are left, score them as cells and keep the best by the same ranks; 0 = prune to the end.")
+_LIVE_FLOPS = flags.DEFINE_bool("live_flops", False, "The endgame's FLOPs rank counts only the edges that reach the "
+                                  "output (NB201's count includes dead ones, which cost no MCU latency).")
 _DROP_NONE = flags.DEFINE_list("drop_none", ["true"], "Remove 'none' from every edge before the first round "
                                "(TE-NAS); 'true', 'false' or both (a grid).")
 _MAX_LATENCY = flags.DEFINE_list("max_latency_ms", [], "MCU latency budget(s), ms.")
@@ -99,11 +101,12 @@ def configs() -> dict[str, search.SearchConfig]:
         budgets = search.Budgets(lat, fl, sr, mf)
         name = (f"w_flops={wf:g},w_latency={wl:g}" + (f",w_budget={_W_BUDGET.value:g}" if _W_BUDGET.value else "")
                 + ("" if dn else ",keep_none") + (f",endgame={eg}" if eg else "")
+                + (",live_flops" if _LIVE_FLOPS.value else "")
                 + "".join(f",{k}<={v:g}" for k, v in budgets.active().items()))
         try:
             out[name] = search.SearchConfig(w_ntk=_W_NTK.value, w_regions=_W_REGIONS.value, w_flops=wf, w_latency=wl,
                                             w_budget=_W_BUDGET.value, repeats=_REPEATS.value, drop_none=dn,
-                                            budgets=budgets, endgame=eg)
+                                            budgets=budgets, endgame=eg, live_flops=_LIVE_FLOPS.value)
         except ValueError as err:
             raise app.UsageError(str(err)) from None
     return out

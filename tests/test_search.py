@@ -15,6 +15,7 @@ import pytest
 
 from cells import space
 from micronas_jax import batch, search
+from micronas_jax.hardware import latency as latency_lib
 from micronas_jax.proxies import engine as engine_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -217,6 +218,28 @@ def test_endgame_ranks_hand_made_cells_with_ties_and_infinities(costs):
         eg = search.score_endgame(scripted, cells, costs, search.SearchConfig(w_flops=w_flops),
                                   search.round_keys(0, 0, 2), 0, 0, None)
         assert eg["chosen"] == best and best != cells[0]
+
+
+def test_live_flops_leave_out_the_edges_that_reach_no_output(costs):
+    live, nb201 = costs.cells["mflops_live"], costs.cells["mflops"]
+    dead = (costs.ops != space.OPS.index("none")) & ~latency_lib.live_edges(space.all_matrices(), "dropped")
+    np.testing.assert_array_equal(live[~dead.any(1)], nb201[~dead.any(1)])
+    assert (live <= nb201).all()
+    dead_conv = (dead & np.isin(costs.ops, [space.OPS.index("nor_conv_1x1"), space.OPS.index("nor_conv_3x3")])).any(1)
+    assert dead_conv.sum() > 1000 and (live[dead_conv] < nb201[dead_conv]).all()
+    # #4609's convolutions into nodes 1 and 2 reach the output only through `none`: it runs as #6960.
+    dead_cell = space.parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|none~1|none~2|").index
+    run_as = space.parse("|none~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|none~2|").index
+    assert live[dead_cell] == nb201[run_as] == live[run_as] < nb201[dead_cell]
+    # The endgame's FLOPs reward, proxies tied: NB201's count picks the dead-edge cell, the live one does not.
+    cells = np.array(sorted([dead_cell, run_as, space.parse(
+        "|nor_conv_3x3~0|+|nor_conv_1x1~0|none~1|+|nor_conv_3x3~0|nor_conv_1x1~1|none~2|").index]))
+    tied = {"ntk": np.full((3, 2), 10.0), "ntk_flag": np.full((3, 2), ""), "regions": np.full((3, 2), 100)}
+    scripted = type("Tied", (), {"score_cells": lambda self, c, k: tied})()
+    picks = {lf: search.score_endgame(scripted, cells, costs, search.SearchConfig(w_flops=-1, live_flops=lf),
+                                      search.round_keys(0, 0, 2), 0, 0, None)["chosen"] for lf in (False, True)}
+    assert picks[False] == dead_cell
+    assert picks[True] == cells[np.argmax(live[cells])] != dead_cell
 
 
 @pytest.mark.parametrize("name", ["w_ntk", "w_regions", "w_latency", "w_budget"])
