@@ -105,9 +105,9 @@ class SearchConfig:
         meet the budgets, with a path when ``require_path``), stop pruning and score each of them
         as a cell (R draws, the round's keys); the best by the same weighted ranks wins. 0 (the
         default) prunes to the end, as TE-NAS does.
-      live_flops: the endgame's FLOPs indicator counts only the edges that reach the cell's
-        output (what the deployed network runs) instead of NB201's count, which includes dead
-        edges. A FLOPs reward against a latency cost otherwise favours convolutions on dead
+      live_flops: the endgame's FLOPs indicator counts only the edges the deployed network runs
+        (on a device that drops dead edges, those that reach the cell's output) instead of NB201's
+        count, which includes dead edges. A FLOPs reward against a latency cost otherwise favours convolutions on dead
         edges: FLOPs that cost no latency. Rounds price supernets as before.
     """
 
@@ -165,8 +165,10 @@ class SpaceCosts:
         self.connected = latency_lib.live_edges(matrices, "dropped").any(-1)  # a path from input to output
         self.cells = {
             "mflops": ftable.flops(matrices) / 1e6,
-            # NB201 counts every edge's FLOPs; the deployed network skips edges that reach no output.
-            "mflops_live": ftable.flops(matrices * latency_lib.live_edges(matrices, "dropped")[..., None]) / 1e6,
+            # NB201 counts every edge's FLOPs; the deployed network runs only the live ones (the
+            # device's dead-edge mode: a graph converter drops edges that reach no output).
+            "mflops_live": ftable.flops(matrices * latency_lib.live_edges(
+                matrices, self.lut.device.dead_edges)[..., None]) / 1e6,
             "latency_ms": latency_lib.latency_all(self.lut, skeleton, allow_estimate=allow_estimate),
             "flash_kb": mtable.flash(matrices) / 1024,
             "sram_kb": mtable.sram(matrices) / 1024,
@@ -412,9 +414,9 @@ def score_endgame(engine: engine_lib.ProxyEngine, indices: np.ndarray, costs: Sp
     """Scores the state's remaining cells ``indices`` (int[K], ascending) as cells and picks one.
 
     Each cell's indicators, lower = better: its mean NTK condition number over the draws (infinite
-    if any draw is), minus its mean region count, its FLOPs (live edges only with
-    ``config.live_flops``) and its latency; they are dense-ranked
-    and combined with the config's weights as in a round (``w_budget`` has nothing to rank here).
+    if any draw is), minus its mean region count, its FLOPs (live edges only with ``config.live_flops``)
+    and its latency; they are dense-ranked and combined with the config's weights as in a round
+    (``w_budget`` has nothing to rank here).
     Ties go to the lower NB201 index. Returns the log: every cell's scores, ranks and combined
     rank, and 'chosen', the winner's index.
     """
