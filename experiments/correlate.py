@@ -22,6 +22,7 @@ _DATASET = flags.DEFINE_enum("dataset", "cifar10", list(inputs.RESOLUTION), "Inp
 _INPUTS = cli.define_input_flags()
 _NTK_MODE = flags.DEFINE_enum("ntk_mode", "exact", [m.value for m in engine_lib.ntk.NTKMode], "NTK kernel.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "NTK batch size.")
+_PROXY_NET = cli.define_proxy_network_flags()
 _INIT = flags.DEFINE_enum("init", "kaiming_normal", list(engine_lib.INITS), "Initialisation.")
 _CACHE = flags.DEFINE_string("cache", "scores.jsonl", "Scores cache (JSONL); reruns resume from it.")
 _ONLY_CACHED = flags.DEFINE_bool("only_cached", False, "Score nothing new: report on the cached cells.")
@@ -36,7 +37,7 @@ def main(argv):
     cli.no_extra_args(argv)
     cell = cli.arch_flag(_ARCH.value)
     budgets = cli.float_list("budget_ms", _BUDGETS.value)
-    config = engine_lib.ProxyConfig(dataset=_DATASET.value, ntk_mode=_NTK_MODE.value,
+    config = engine_lib.ProxyConfig(dataset=_DATASET.value, **_PROXY_NET.values(), ntk_mode=_NTK_MODE.value,
                                     batch_size=_BATCH.value, init=_INIT.value)
     engine = engine_lib.ProxyEngine(config, _INPUTS.load(_DATASET.value))
     sample = correlate.sample_indices(0, _SEED.value)  # every cell, in the seeded order

@@ -60,6 +60,29 @@ def define_input_flags() -> InputFlags:
                           "--data_path: 'gaussian' (white noise) or 'natural' (1/f^2 natural-image spectrum)."))
 
 
+@dataclasses.dataclass(frozen=True)
+class ProxyNetworkFlags:
+    """The ``--proxy_C`` and ``--proxy_N`` flags: the NTK network's width and depth."""
+
+    C: flags.FlagHolder
+    N: flags.FlagHolder
+
+    def values(self) -> dict[str, int]:
+        """``{'C': ..., 'N': ...}`` for ``ProxyConfig``; a value below 1 is a usage error naming its flag."""
+        for holder in (self.C, self.N):
+            if holder.value < 1:
+                raise app.UsageError(f"--{holder.name} must be a positive integer, got {holder.value}")
+        return {"C": self.C.value, "N": self.N.value}
+
+
+def define_proxy_network_flags() -> ProxyNetworkFlags:
+    """Defines ``--proxy_C`` and ``--proxy_N`` (TE-NAS's NTK network: C=3, N=1)."""
+    return ProxyNetworkFlags(
+        flags.DEFINE_integer("proxy_C", 3, "NTK network's first-stage width (TE-NAS: 3)."),
+        flags.DEFINE_integer("proxy_N", 1, "NTK network's cells per stage (TE-NAS: 1). Deeper networks show what a "
+                             "cell's lack of a residual path costs the deployed network (N=5), at more time."))
+
+
 def write_json(path: str | os.PathLike | None, result: Any) -> None:
     """Writes ``result`` as indented JSON to ``path`` (nothing when no path was given)."""
     if path:

@@ -52,6 +52,7 @@ _INIT = flags.DEFINE_enum("init", "kaiming_normal", list(engine_lib.INITS), "Ini
 _LUT = flags.DEFINE_string("lut", None, "Device LUT JSON (default: STM32F746, CMSIS-NN s8).")
 _C = flags.DEFINE_integer("C", 16, "Deployed network's first-stage width (hardware costs).")
 _N = flags.DEFINE_integer("N", 5, "Deployed network's cells per stage (hardware costs).")
+_PROXY_NET = cli.define_proxy_network_flags()
 _NB201_FILE = flags.DEFINE_string("nb201_file", None, "Official NB201 file for accuracies (needs the [nb201] extra).")
 _RESULTS = flags.DEFINE_string("results", "micronas_search.jsonl", "Results JSONL: appended per search; reruns resume.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Write every result and the summary as JSON here.")
@@ -121,13 +122,14 @@ def main(argv):
     if _CACHE_DIR.value:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(_CACHE_DIR.value))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    proxy_net = _PROXY_NET.values()
     lut = lut_lib.load_lut(_LUT.value)
     bench = benchmark.load_benchmark(_NB201_FILE.value)
     costs = {d: search.SpaceCosts(sk.Skeleton.for_dataset(d, C=_C.value, N=_N.value), lut) for d in _DATASETS.value}
 
     def make_engine(dataset):
-        config = engine_lib.ProxyConfig(dataset=dataset, ntk_mode=_NTK_MODE.value, batch_size=_BATCH.value,
-                                        init=_INIT.value)
+        config = engine_lib.ProxyConfig(dataset=dataset, **proxy_net, ntk_mode=_NTK_MODE.value,
+                                        batch_size=_BATCH.value, init=_INIT.value)
         return engine_lib.ProxyEngine(config, _INPUTS.load(dataset))
 
     grid = configs()

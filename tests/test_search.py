@@ -419,6 +419,15 @@ def test_launcher_writes_results_and_resumes(tmp_path):
     assert natural.returncode == 0, natural.stderr[-3000:]
     lines = results.read_text().splitlines()
     assert len(lines) == 3 and "1/f^2" in lines[-1] and "1/f^2" not in lines[0]
+    # So is a deeper NTK network: its searches are keyed by it.
+    deeper = subprocess.run([*cmd, "--proxy_N=2", "--w_latency=0"], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=900)
+    assert deeper.returncode == 0, deeper.stderr[-3000:]
+    lines = results.read_text().splitlines()
+    proxy_depth = [json.loads(json.loads(line)["key"])["proxy"]["N"] for line in lines]
+    assert proxy_depth == [1, 1, 1, 2]
+    zero = subprocess.run([*cmd, "--proxy_N=0"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert zero.returncode != 0 and "--proxy_N must be a positive integer, got 0" in zero.stderr
     bad = subprocess.run([*cmd, "--max_latency_ms=1"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert bad.returncode != 0 and "latency_ms <= 1" in bad.stderr
 
