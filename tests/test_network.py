@@ -217,12 +217,19 @@ def test_switched_apply_equals_the_masked_supernet(supernet, train):
     for cell in _random_cells(5, seed=21):
         got, state = run(variables, x, jnp.asarray(cell.op_indices))
         want = apply(variables, x, jnp.asarray(cell.matrix), train)
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=str(cell))
+        _assert_close_at_scale(got, want, err_msg=str(cell))
         _assert_same_statistics(state["batch_stats"], _supernet_statistics(supernet, x, cell.matrix, train))
         inter = state["intermediates"]
         # Every convolution's input is exposed, under the supernet's module paths.
         assert inter["stem"]["conv"]["conv_in"][0].shape == x.shape
         assert "conv_in" in inter["cells_0"]["edge_0_1_nor_conv_3x3"]["conv"]
+
+
+def _assert_close_at_scale(got, want, **kw):
+    """float32 logits summed in another order: an element's rounding error follows the size of the
+    terms summed (the largest logits, thousands with running statistics), not the element's own."""
+    want = np.asarray(want)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * float(np.abs(want).max()), **kw)
 
 
 def _partial_masks(n, seed):
@@ -241,7 +248,7 @@ def test_switched_apply_with_a_mask_equals_the_masked_supernet(supernet, train):
     run = jax.jit(lambda v, x, m: nw.switched_apply(SMALL, v, x, train=train, mask=m))
     for mask in _partial_masks(6, seed=5):
         got, state = run(variables, x, jnp.asarray(mask))
-        np.testing.assert_allclose(got, apply(variables, x, jnp.asarray(mask), train), rtol=1e-5, atol=1e-5)
+        _assert_close_at_scale(got, apply(variables, x, jnp.asarray(mask), train))
         _assert_same_statistics(state["batch_stats"], _supernet_statistics(supernet, x, mask, train))
         alive = state["intermediates"]["cells_2"]["edge_1_3_nor_conv_3x3"]["conv"]["alive"][0]
         assert bool(alive) == bool(mask[space.EDGES.index((1, 3)), space.OPS.index("nor_conv_3x3")])
