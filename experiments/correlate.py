@@ -4,6 +4,8 @@
         --plot_out=/tmp/corr.png          # --sample=0: all 15,625 cells; rerun to resume
     python experiments/correlate.py --sample=0 --only_cached --cache=/tmp/scores.jsonl --budget_ms=535,735
                                       # what each proxy picks within each latency budget
+    python experiments/correlate.py --sample=600 --only_cached --cache=/tmp/scores.jsonl \
+        --latency_weights=0,0.5,1,1.5,2   # what the search's objective picks at each latency weight
 """
 
 from absl import app, flags
@@ -30,13 +32,16 @@ _JSON_OUT = flags.DEFINE_string("json_out", None, "Write correlations as JSON he
 _PLOT_OUT = flags.DEFINE_string("plot_out", None, "Write a PNG rank plot here.")
 _BUDGETS = flags.DEFINE_list("budget_ms", [], "Latency budgets (ms): report what each proxy picks among the "
                              "scored cells within each (default device, the dataset's network).")
-_TOP_K = flags.DEFINE_integer("top_k", 10, "With --budget_ms: average each proxy's best this many cells.")
+_WEIGHTS = flags.DEFINE_list("latency_weights", [], "Latency weights: report what the search's objective (NTK + "
+                             "regions + w x latency, dense ranks) picks among the scored cells at each.")
+_TOP_K = flags.DEFINE_integer("top_k", 10, "With --budget_ms or --latency_weights: average the best this many cells.")
 
 
 def main(argv):
     cli.no_extra_args(argv)
     cell = cli.arch_flag(_ARCH.value)
     budgets = cli.float_list("budget_ms", _BUDGETS.value)
+    weights = cli.float_list("latency_weights", _WEIGHTS.value)
     config = engine_lib.ProxyConfig(dataset=_DATASET.value, **_PROXY_NET.values(), ntk_mode=_NTK_MODE.value,
                                     batch_size=_BATCH.value, init=_INIT.value)
     engine = engine_lib.ProxyEngine(config, _INPUTS.load(_DATASET.value))
@@ -77,6 +82,16 @@ def main(argv):
         print(f"  {'pick by':<{w}}{'best cell':>12}{'acc %':>8}{'ms':>7}{top:>16}{'ms':>7}")
         for name, p in picks["picks"].items():
             print(f"  {name:<{w}}{'#' + str(p['index']):>12}{p['accuracy']:>8.2f}{p['latency_ms']:>7.0f}"
+                  f"{p['top_k_accuracy']:>16.2f}{p['top_k_latency_ms']:>7.0f}")
+    if weights:
+        result["weight_picks"] = correlate.weight_picks(scores, weights, _DATASET.value, _TOP_K.value)
+        picks = result["weight_picks"]
+        print(f"the search's objective, NTK + regions + w x latency ranks, over the {picks[0]['cells']} scored cells "
+              f"with a path, {_DATASET.value} accuracy:")
+        top = f"top-{picks[0]['top_k']} acc %"
+        print(f"  {'w_latency':>9}{'best cell':>12}{'acc %':>8}{'ms':>7}{top:>16}{'ms':>7}")
+        for p in picks:
+            print(f"  {p['w_latency']:>9g}{'#' + str(p['index']):>12}{p['accuracy']:>8.2f}{p['latency_ms']:>7.0f}"
                   f"{p['top_k_accuracy']:>16.2f}{p['top_k_latency_ms']:>7.0f}")
     cli.write_json(_JSON_OUT.value, result)
     if _PLOT_OUT.value:

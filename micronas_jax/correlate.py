@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from cells import skeleton as sk
 from cells import space
-from micronas_jax import benchmark
+from micronas_jax import benchmark, search
 from micronas_jax.hardware import flops
 from micronas_jax.hardware import latency as latency_lib
 from micronas_jax.proxies import engine as engine_lib
@@ -253,6 +253,49 @@ def budget_picks(scores: dict[str, np.ndarray], budget_ms: float, dataset: str =
                        "top_k_latency_ms": float(lat[top].mean())}
     return {"budget_ms": float(budget_ms), "cells_within": int(within.sum()), "top_k": int(top_k), "picks": picks,
             "all": {"accuracy": float(acc.mean()), "latency_ms": float(lat.mean())}}
+
+
+def weight_picks(scores: dict[str, np.ndarray], latency_weights: Sequence[float], dataset: str = "cifar10",
+                 top_k: int = 10, latency_ms: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """What the search's own objective picks among the scored cells, at each latency weight.
+
+    The cells with an input-output path are ranked exhaustively as the search's endgame ranks the
+    cells it scores (``search.combine``'s dense ranks of the mean NTK condition number, infinite if
+    any draw is, minus the mean region count, and the latency, weighted 1, 1 and w; ties to the
+    lower NB201 index). A reference for latency-weighted searches: the cells a weight favours when
+    every cell is compared directly, not through pruned supernets.
+
+    Args:
+      scores: ``score_space``'s output.
+      latency_weights: the weights w to rank with.
+      dataset: whose accuracies, and whose NB201 network's latency.
+      top_k: how many of each weight's best cells to average.
+      latency_ms: float64[15625], every cell's latency by NB201 index (default: the default
+        device's LUT on ``dataset``'s C = 16, N = 5 network).
+
+    Returns:
+      one dict per weight: {'w_latency', 'cells', 'index', 'accuracy', 'latency_ms', 'top_k',
+      'top_k_accuracy', 'top_k_latency_ms'}.
+    """
+    connected = latency_lib.live_edges(space.all_matrices()[scores["index"]], "dropped").any(-1)
+    if not connected.any():
+        raise ValueError("no scored cell has a path from input to output")
+    order = np.argsort(scores["index"][connected], kind="stable")  # ascending index: ties go to the lower
+    idx = scores["index"][connected][order]
+    ntk = np.asarray(scores["ntk"], np.float64)[connected][order]
+    indicators = {"ntk": np.where(np.isfinite(ntk).all(1), ntk.mean(1), np.inf),
+                  "regions": -np.asarray(scores["regions"], np.float64)[connected][order].mean(1),
+                  "latency": _space_latency(dataset, latency_ms)[idx]}
+    acc = benchmark.BuiltinBenchmark().test_accuracies(dataset)[idx]
+    out = []
+    for w in latency_weights:
+        _, combined = search.combine(indicators, {"ntk": 1.0, "regions": 1.0, "latency": float(w)})
+        top = np.argsort(combined, kind="stable")[:top_k]
+        out.append({"w_latency": float(w), "cells": len(idx), "index": int(idx[top[0]]),
+                    "accuracy": float(acc[top[0]]), "latency_ms": float(indicators["latency"][top[0]]),
+                    "top_k": len(top), "top_k_accuracy": float(acc[top].mean()),
+                    "top_k_latency_ms": float(indicators["latency"][top].mean())})
+    return out
 
 
 def plot(scores: dict[str, np.ndarray], path: str, dataset: str = "cifar10", title: str = "") -> None:

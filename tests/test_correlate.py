@@ -150,6 +150,38 @@ def test_budget_picks_match_a_brute_force_pick_within_the_budget():
         correlate.budget_picks(scores, 50, "cifar10", latency_ms=latency)
 
 
+def test_weight_picks_match_a_brute_force_ranking_of_the_connected_cells():
+    idx = correlate.sample_indices(400, seed=5)
+    rng = np.random.default_rng(2)
+    latency = np.round(rng.uniform(200, 1500, 15625), 1)
+    scores = {"index": idx, "ntk": rng.uniform(5, 50, (400, 2)), "regions": rng.integers(100, 200, (400, 2))}
+    # A path from input to output, read off NB201's own string (all terms zero: '#+#+#').
+    connected = np.array(["0" in space.from_index(int(i)).isomorphism_key() for i in idx])
+    assert 0 < connected.sum() < 400
+    ok = np.flatnonzero(connected)
+    star = idx[ok[0]]  # the best cell on every count but one infinite NTK draw: never the w = 0 pick
+    scores["ntk"][ok[0]] = [1.0, np.inf]
+    scores["regions"][ok[0]] = 1000
+    latency[star] = 100.0
+    got = correlate.weight_picks(scores, [0, 1.5, 1e6], "cifar10", top_k=4, latency_ms=latency)
+
+    ntk = np.where(np.isinf(scores["ntk"][ok]).any(1), np.inf, scores["ntk"][ok].mean(1))
+    dense = {n: stats.rankdata(np.round(v, 3), method="dense") for n, v in
+             {"ntk": ntk, "regions": -scores["regions"][ok].mean(1), "latency": latency[idx[ok]]}.items()}
+    acc = benchmark.BuiltinBenchmark().test_accuracies("cifar10")[idx[ok]]
+    for w, pick in zip([0, 1.5, 1e6], got, strict=True):
+        total = dense["ntk"] + dense["regions"] + w * dense["latency"]
+        order = np.lexsort((idx[ok], total))  # ties to the lower NB201 index
+        assert pick["w_latency"] == w and pick["cells"] == len(ok) and pick["top_k"] == 4
+        assert pick["index"] == idx[ok][order[0]]
+        assert pick["accuracy"] == pytest.approx(acc[order[0]])
+        assert pick["top_k_accuracy"] == pytest.approx(acc[order[:4]].mean())
+        assert pick["top_k_latency_ms"] == pytest.approx(latency[idx[ok][order[:4]]].mean())
+    assert got[0]["index"] != star and got[2]["index"] == star  # a dominant weight takes the cheapest
+    with pytest.raises(ValueError, match="no scored cell has a path"):
+        correlate.weight_picks({k: v[~connected] for k, v in scores.items()}, [1], latency_ms=latency)
+
+
 def test_within_latency_keeps_the_order_and_the_cells_a_budget_allows():
     latency = np.random.default_rng(0).uniform(100, 1000, 15625)
     order = correlate.sample_indices(0, 4)
@@ -182,11 +214,14 @@ def test_correlate_launcher(tmp_path):
     assert all(p["latency_ms"] <= 600 for p in fast["picks"].values())
     # The same cache, only the cells within 600 ms: nothing new is scored.
     proc = _run("correlate.py", "--sample=0", "--max_latency_ms=600", "--only_cached", "--batch_size=4",
-                f"--cache={tmp_path / 's.jsonl'}", f"--json_out={out}", "--arch=6111")
+                f"--cache={tmp_path / 's.jsonl'}", f"--json_out={out}", "--arch=6111", "--latency_weights=0,1e6")
     assert proc.returncode == 0, proc.stderr[-2000:]
     latency = latency_lib.latency_all()
     scored = [*correlate.sample_indices(6, 0).tolist(), 6111]
-    assert json.loads(out.read_text())["cells"] == sum(latency[i] <= 600 for i in scored) + (latency[6111] > 600)
+    result = json.loads(out.read_text())
+    assert result["cells"] == sum(latency[i] <= 600 for i in scored) + (latency[6111] > 600)
+    assert [p["w_latency"] for p in result["weight_picks"]] == [0, 1e6]
+    assert "the search's objective" in proc.stdout and "w_latency" in proc.stdout
 
 
 @pytest.mark.slow
