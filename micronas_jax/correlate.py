@@ -212,6 +212,14 @@ def correlations(scores: dict[str, np.ndarray], datasets: Sequence[str] = benchm
     return out
 
 
+def _pick(order: np.ndarray, index: np.ndarray, acc: np.ndarray, lat: np.ndarray, top_k: int) -> dict[str, Any]:
+    """The first cell of ``order`` (positions into the aligned ``index``, ``acc``, ``lat``) and the
+    mean accuracy and latency of its first ``top_k``."""
+    top = order[:top_k]
+    return {"index": int(index[order[0]]), "accuracy": float(acc[order[0]]), "latency_ms": float(lat[order[0]]),
+            "top_k_accuracy": float(acc[top].mean()), "top_k_latency_ms": float(lat[top].mean())}
+
+
 def budget_picks(scores: dict[str, np.ndarray], budget_ms: float, dataset: str = "cifar10", top_k: int = 10,
                  latency_ms: np.ndarray | None = None) -> dict[str, Any]:
     """What each proxy would pick among the scored cells that meet a latency budget.
@@ -245,12 +253,7 @@ def budget_picks(scores: dict[str, np.ndarray], budget_ms: float, dataset: str =
     lat = lat[within]
     ranked = {name: np.argsort(-infinite_last(s), kind="stable") for name, s in proxy_scores(sub, dataset).items()}
     ranked["oracle"] = np.argsort(-acc, kind="stable")
-    picks = {}
-    for name, order in ranked.items():
-        top = order[:top_k]
-        picks[name] = {"index": int(sub["index"][order[0]]), "accuracy": float(acc[order[0]]),
-                       "latency_ms": float(lat[order[0]]), "top_k_accuracy": float(acc[top].mean()),
-                       "top_k_latency_ms": float(lat[top].mean())}
+    picks = {name: _pick(order, sub["index"], acc, lat, top_k) for name, order in ranked.items()}
     return {"budget_ms": float(budget_ms), "cells_within": int(within.sum()), "top_k": int(top_k), "picks": picks,
             "all": {"accuracy": float(acc.mean()), "latency_ms": float(lat.mean())}}
 
@@ -280,21 +283,18 @@ def weight_picks(scores: dict[str, np.ndarray], latency_weights: Sequence[float]
     connected = latency_lib.live_edges(space.all_matrices()[scores["index"]], "dropped").any(-1)
     if not connected.any():
         raise ValueError("no scored cell has a path from input to output")
-    order = np.argsort(scores["index"][connected], kind="stable")  # ascending index: ties go to the lower
-    idx = scores["index"][connected][order]
-    ntk = np.asarray(scores["ntk"], np.float64)[connected][order]
-    indicators = {"ntk": np.where(np.isfinite(ntk).all(1), ntk.mean(1), np.inf),
-                  "regions": -np.asarray(scores["regions"], np.float64)[connected][order].mean(1),
-                  "latency": _space_latency(dataset, latency_ms)[idx]}
+    keep = np.flatnonzero(connected)[np.argsort(scores["index"][connected], kind="stable")]  # ties to the lower index
+    idx = scores["index"][keep]
+    lat = _space_latency(dataset, latency_ms)[idx]
+    indicators = {**search.cell_indicators(np.asarray(scores["ntk"])[keep], np.asarray(scores["regions"])[keep]),
+                  "latency": lat}
     acc = benchmark.BuiltinBenchmark().test_accuracies(dataset)[idx]
     out = []
     for w in latency_weights:
         _, combined = search.combine(indicators, {"ntk": 1.0, "regions": 1.0, "latency": float(w)})
-        top = np.argsort(combined, kind="stable")[:top_k]
-        out.append({"w_latency": float(w), "cells": len(idx), "index": int(idx[top[0]]),
-                    "accuracy": float(acc[top[0]]), "latency_ms": float(indicators["latency"][top[0]]),
-                    "top_k": len(top), "top_k_accuracy": float(acc[top].mean()),
-                    "top_k_latency_ms": float(indicators["latency"][top].mean())})
+        order = np.argsort(combined, kind="stable")
+        out.append({"w_latency": float(w), "cells": len(idx), "top_k": len(order[:top_k]),
+                    **_pick(order, idx, acc, lat, top_k)})
     return out
 
 

@@ -409,6 +409,22 @@ def search(engine: engine_lib.ProxyEngine, seed: int, config: SearchConfig | Non
                         engine.compile_seconds - compile_before, report, breakdown, endgame=endgame)
 
 
+def cell_indicators(ntk: np.ndarray, regions: np.ndarray) -> dict[str, np.ndarray]:
+    """Each cell's proxy indicators over its draws, lower = better, as the endgame ranks them.
+
+    Args:
+      ntk: float[K, D], NTK condition numbers per cell and draw.
+      regions: int or float[K, D], linear-region counts per cell and draw.
+
+    Returns:
+      {'ntk': float64[K], the mean condition number, infinite if any draw is; 'regions':
+      float64[K], minus the mean region count}.
+    """
+    ntk = np.asarray(ntk, np.float64)
+    return {"ntk": np.where(np.isfinite(ntk).all(1), ntk.mean(1), np.inf),
+            "regions": -np.asarray(regions, np.float64).mean(1)}
+
+
 def score_endgame(engine: engine_lib.ProxyEngine, indices: np.ndarray, costs: SpaceCosts, config: SearchConfig,
                   keys, seed: int, round_index: int, cache: ScoreCache | None) -> dict[str, Any]:
     """Scores the state's remaining cells ``indices`` (int[K], ascending) as cells and picks one.
@@ -424,8 +440,7 @@ def score_endgame(engine: engine_lib.ProxyEngine, indices: np.ndarray, costs: Sp
     scores = _cached_scores(cache, tags, lambda todo: engine.score_cells([int(indices[k]) for k in todo], keys))
     ntk = scores["ntk"].astype(np.float64)
     regions = scores["regions"].astype(np.float64)
-    indicators = {"ntk": np.where(np.isfinite(ntk).all(1), ntk.mean(1), np.inf),
-                  "regions": -regions.mean(1),
+    indicators = {**cell_indicators(ntk, regions),
                   "flops": costs.cells["mflops_live" if config.live_flops else "mflops"][indices],
                   "latency": costs.cells["latency_ms"][indices]}
     ranks, combined = combine(indicators, config.weights, config.precision)
