@@ -23,7 +23,7 @@ from micronas_jax import benchmark as benchmark_lib
 from micronas_jax import search as search_lib
 from micronas_jax.proxies import engine as engine_lib
 
-_LATER_FIELDS = {"w_budget": 0.0, "endgame": 0, "live_flops": False}
+_LATER_FIELDS = {"w_budget": 0.0, "endgame": 0, "endgame_w_latency": None, "live_flops": False}
 """SearchConfig fields added after result files existed: left out of a job's key at their default."""
 
 
@@ -169,6 +169,43 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         for k, v in values.items():
             row[k] = {"mean": float(np.mean(v)), "std": float(np.std(v))}
         rows.append(row)
+    return rows
+
+
+def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Sequence[float],
+                    benchmark: benchmark_lib.Benchmark | None = None) -> list[dict[str, Any]]:
+    """What the logged endgames of a batch pick at other latency weights (``search.rerank_endgame``).
+
+    Only the endgame is re-ranked, with its logged scores; each search's rounds stay as they ran
+    under its own weights. Records without an endgame are left out.
+
+    Returns:
+      one row per (configuration, dataset, weight): {'name', 'dataset', 'endgame_w_latency',
+      'searches', 'seeds', 'cells', 'accuracy': {'mean', 'std'}, 'latency_ms': {'mean', 'std'}},
+      the other weights being the configuration's: each row is what its searches would have
+      found with ``endgame_w_latency`` at that weight.
+    """
+    bench = benchmark or benchmark_lib.BuiltinBenchmark()
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in records:
+        if r["result"].get("endgame"):
+            groups.setdefault((r["job"]["name"], r["job"]["dataset"]), []).append(r)
+    rows = []
+    for (name, dataset), rs in groups.items():
+        for w in latency_weights:
+            picks, acc, lat = [], [], []
+            for r in rs:
+                config, eg = r["job"]["config"], r["result"]["endgame"]
+                weights = {"ntk": config["w_ntk"], "regions": config["w_regions"], "flops": config["w_flops"],
+                           "latency": float(w)}
+                i = search_lib.rerank_endgame(eg, weights, config.get("precision", 3))
+                picks.append(i)
+                acc.append(bench.query(i).test_accuracy[dataset])
+                lat.append(next(c["latency_ms"] for c in eg["cells"] if c["index"] == i))
+            rows.append({"name": name, "dataset": dataset, "endgame_w_latency": float(w), "searches": len(rs),
+                         "seeds": [r["job"]["seed"] for r in rs], "cells": picks,
+                         "accuracy": {"mean": float(np.mean(acc)), "std": float(np.std(acc))},
+                         "latency_ms": {"mean": float(np.mean(lat)), "std": float(np.std(lat))}})
     return rows
 
 

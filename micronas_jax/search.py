@@ -105,6 +105,9 @@ class SearchConfig:
         meet the budgets, with a path when ``require_path``), stop pruning and score each of them
         as a cell (R draws, the round's keys); the best by the same weighted ranks wins. 0 (the
         default) prunes to the end, as TE-NAS does.
+      endgame_w_latency: the endgame's latency weight, if not ``w_latency`` (needs an endgame).
+        A round ranks an op's share of a supernet's latency, the endgame whole cells' latencies:
+        a weight that steers the rounds need not be the one that picks among the cells left.
       live_flops: the endgame's FLOPs indicator counts only the edges the deployed network runs
         (on a device that drops dead edges, those that reach the cell's output) instead of NB201's
         count, which includes dead edges. A FLOPs reward against a latency cost otherwise favours convolutions on dead
@@ -122,6 +125,7 @@ class SearchConfig:
     require_path: bool = True
     precision: int = 3
     endgame: int = 0
+    endgame_w_latency: float | None = None
     live_flops: bool = False
 
     def __post_init__(self):
@@ -129,6 +133,11 @@ class SearchConfig:
             raise ValueError(f"repeats must be at least 1, got {self.repeats}")
         if self.endgame < 0:
             raise ValueError(f"endgame must be 0 (off) or a number of cells, got {self.endgame}")
+        if self.endgame_w_latency is not None:
+            if not self.endgame:
+                raise ValueError(f"endgame_w_latency={self.endgame_w_latency} needs an endgame (endgame > 0)")
+            if not (math.isfinite(self.endgame_w_latency) and self.endgame_w_latency >= 0):
+                raise ValueError(f"endgame_w_latency must be finite and non-negative, got {self.endgame_w_latency}")
         if not math.isfinite(self.w_flops):
             raise ValueError(f"w_flops must be finite, got {self.w_flops}")
         for name in ("w_ntk", "w_regions", "w_latency", "w_budget"):
@@ -140,6 +149,11 @@ class SearchConfig:
     def weights(self) -> dict[str, float]:
         return {"ntk": self.w_ntk, "regions": self.w_regions, "flops": self.w_flops,
                 "latency": self.w_latency, "budget": self.w_budget}
+
+    @property
+    def endgame_weights(self) -> dict[str, float]:
+        latency = self.w_latency if self.endgame_w_latency is None else self.endgame_w_latency
+        return {**self.weights, "latency": latency}
 
 
 # -- hardware costs over the space -------------------------------------------------------------
@@ -432,7 +446,7 @@ def score_endgame(engine: engine_lib.ProxyEngine, indices: np.ndarray, costs: Sp
     Each cell's indicators, lower = better: its mean NTK condition number over the draws (infinite
     if any draw is), minus its mean region count, its FLOPs (live edges only with ``config.live_flops``)
     and its latency; they are dense-ranked and combined with the config's weights as in a round
-    (``w_budget`` has nothing to rank here).
+    (``endgame_w_latency`` in place of ``w_latency`` if set; ``w_budget`` has nothing to rank here).
     Ties go to the lower NB201 index. Returns the log: every cell's scores, ranks and combined
     rank, and 'chosen', the winner's index.
     """
@@ -443,7 +457,7 @@ def score_endgame(engine: engine_lib.ProxyEngine, indices: np.ndarray, costs: Sp
     indicators = {**cell_indicators(ntk, regions),
                   "flops": costs.cells["mflops_live" if config.live_flops else "mflops"][indices],
                   "latency": costs.cells["latency_ms"][indices]}
-    ranks, combined = combine(indicators, config.weights, config.precision)
+    ranks, combined = combine(indicators, config.endgame_weights, config.precision)
     best = int(np.argmin(combined))  # first minimum: the lowest index among ties
     cells = [{"index": int(i), "cell": space.from_index(int(i)).to_string(),
               "ntk_condition": [float(c) if math.isfinite(c) else str(c) for c in ntk[k]],
@@ -452,6 +466,22 @@ def score_endgame(engine: engine_lib.ProxyEngine, indices: np.ndarray, costs: Sp
               "ranks": {n: int(v[k]) for n, v in ranks.items()}, "combined": float(combined[k])}
              for k, i in enumerate(indices)]
     return {"round": round_index, "cells": cells, "chosen": int(indices[best])}
+
+
+def rerank_endgame(endgame: Mapping[str, Any], weights: Mapping[str, float], precision: int = 3) -> int:
+    """The NB201 index of the cell that a logged endgame (``SearchResult.endgame``) picks under
+    other weights: its logged scores, ranked as ``score_endgame`` ranks them (the search's own
+    weights give back its 'chosen'). Traces what a weight does to the endgame without scoring again;
+    the rounds before it stay as they ran."""
+    cells = endgame["cells"]
+    if not cells:
+        raise ValueError("the endgame log has no cells")
+    ntk = np.array([[float(v) for v in c["ntk_condition"]] for c in cells])  # 'inf' / 'nan' strings parse
+    indicators = {**cell_indicators(ntk, np.array([c["regions"] for c in cells], np.float64)),
+                  "flops": np.array([c["mflops"] for c in cells], np.float64),
+                  "latency": np.array([c["latency_ms"] for c in cells], np.float64)}
+    _, combined = combine(indicators, weights, precision)
+    return int(cells[int(np.argmin(combined))]["index"])  # first minimum: cells are logged by index
 
 
 def _budget_pressure(mask: np.ndarray, feasible_ops: np.ndarray, active: bool) -> np.ndarray:

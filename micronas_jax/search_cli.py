@@ -37,6 +37,8 @@ _W_BUDGET = flags.DEFINE_float("w_budget", 0.0, "Weight of the budget-pressure r
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Seeds (initialisations and batches) per round.")
 _ENDGAME = flags.DEFINE_list("endgame", ["0"], "Stop pruning when at most this many cells (within the budgets) "
                              "are left, score them as cells and keep the best by the same ranks; 0 = prune to the end.")
+_ENDGAME_W_LATENCY = flags.DEFINE_list("endgame_w_latency", [], "The endgame's latency weight(s), if not "
+                                       "--w_latency (needs --endgame).")
 _LIVE_FLOPS = flags.DEFINE_bool("live_flops", False, "The endgame's FLOPs rank counts only the edges that reach the "
                                   "output (NB201's count includes dead ones, which cost no MCU latency).")
 _DROP_NONE = flags.DEFINE_list("drop_none", ["true"], "Remove 'none' from every edge before the first round "
@@ -91,8 +93,10 @@ def _ints(flag, values) -> list[int]:
 def configs() -> dict[str, search.SearchConfig]:
     """The grid named by the flags: configuration name -> config."""
     out = {}
-    for eg, dn, wf, wl, lat, fl, sr, mf in itertools.product(
-            _ints("endgame", _ENDGAME.value), _bools("drop_none", _DROP_NONE.value),
+    for eg, ew, dn, wf, wl, lat, fl, sr, mf in itertools.product(
+            _ints("endgame", _ENDGAME.value),
+            cli.float_list("endgame_w_latency", _ENDGAME_W_LATENCY.value, True),
+            _bools("drop_none", _DROP_NONE.value),
             cli.float_list("w_flops", _W_FLOPS.value),
             cli.float_list("w_latency", _W_LATENCY.value),
             cli.float_list("max_latency_ms", _MAX_LATENCY.value, True),
@@ -102,12 +106,14 @@ def configs() -> dict[str, search.SearchConfig]:
         budgets = search.Budgets(lat, fl, sr, mf)
         name = (f"w_flops={wf:g},w_latency={wl:g}" + (f",w_budget={_W_BUDGET.value:g}" if _W_BUDGET.value else "")
                 + ("" if dn else ",keep_none") + (f",endgame={eg}" if eg else "")
+                + ("" if ew is None else f",endgame_w_latency={ew:g}")
                 + (",live_flops" if _LIVE_FLOPS.value else "")
                 + "".join(f",{k}<={v:g}" for k, v in budgets.active().items()))
         try:
             out[name] = search.SearchConfig(w_ntk=_W_NTK.value, w_regions=_W_REGIONS.value, w_flops=wf, w_latency=wl,
                                             w_budget=_W_BUDGET.value, repeats=_REPEATS.value, drop_none=dn,
-                                            budgets=budgets, endgame=eg, live_flops=_LIVE_FLOPS.value)
+                                            budgets=budgets, endgame=eg, endgame_w_latency=ew,
+                                            live_flops=_LIVE_FLOPS.value)
         except ValueError as err:
             raise app.UsageError(str(err)) from None
     return out

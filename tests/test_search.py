@@ -148,6 +148,9 @@ def test_job_keys_leave_out_later_fields_at_their_default():
     assert "w_budget" not in job.to_json()["config"] and "endgame" not in job.to_json()["config"]
     assert batch.Job("a", "cifar10", search.SearchConfig(w_budget=1), 0).to_json()["config"]["w_budget"] == 1
     assert batch.Job("a", "cifar10", search.SearchConfig(endgame=8), 0).to_json()["config"]["endgame"] == 8
+    assert "endgame_w_latency" not in batch.Job("a", "cifar10", search.SearchConfig(endgame=8), 0).to_json()["config"]
+    config = search.SearchConfig(endgame=8, endgame_w_latency=2.5)
+    assert batch.Job("a", "cifar10", config, 0).to_json()["config"]["endgame_w_latency"] == 2.5
 
 
 def _replay(config, rounds):
@@ -181,6 +184,12 @@ def test_endgame_scores_every_cell_left_and_keeps_the_best_by_the_ranks(costs, d
            "latency": np.array([c["latency_ms"] for c in eg["cells"]])}
     _, combined = search.combine(ind, config.weights)
     assert result.cell.index == eg["chosen"] == eg["cells"][int(np.argmin(combined))]["index"]
+    # Re-ranked from the JSON log: the search's own weights give its pick back; latency alone, the
+    # fastest cell (to 3 decimals; ties to the lower index).
+    logged = json.loads(json.dumps(result.to_json()))["endgame"]
+    assert search.rerank_endgame(logged, config.weights) == eg["chosen"]
+    fastest = min(logged["cells"], key=lambda c: (round(c["latency_ms"], 3), c["index"]))["index"]
+    assert search.rerank_endgame(logged, {"latency": 1.0}) == fastest
     for name, limit in budgets.active().items():
         assert result.report["hardware"][name] <= limit
     # Up to the endgame it prunes as the search without one.
@@ -220,6 +229,57 @@ def test_endgame_ranks_hand_made_cells_with_ties_and_infinities(costs):
         assert eg["chosen"] == best and best != cells[0]
 
 
+def test_rerank_reads_infinite_draws_from_the_log_and_refuses_an_empty_one():
+    cell = {"ntk_condition": [10.0, 10.0], "regions": [100, 100], "mflops": 1.0, "latency_ms": 5.0}
+    log = {"cells": [{**cell, "index": 7, "ntk_condition": [1.0, "inf"]}, {**cell, "index": 9},
+                     {**cell, "index": 3, "ntk_condition": ["nan", 1.0], "regions": [900, 900]}]}
+    # #7's best draw and #3's regions do not count for them: a non-finite draw ranks the cell last on NTK.
+    assert search.rerank_endgame(log, {"ntk": 1.0}) == 9
+    assert search.rerank_endgame(log, {"regions": 1.0}) == 3
+    assert search.rerank_endgame(log, {"latency": 1.0}) == 7  # all tie: the first logged
+    with pytest.raises(ValueError, match="no cells"):
+        search.rerank_endgame({"cells": []}, {"ntk": 1.0})
+
+
+def test_rerank_endgames_of_a_batch_and_its_launcher(tmp_path, costs):
+    path = tmp_path / "runs.jsonl"
+    configs = {"acc": search.SearchConfig(repeats=1, endgame=64),
+               "lat": search.SearchConfig(repeats=1, endgame=64, w_latency=2),
+               "plain": search.SearchConfig(repeats=1, w_latency=1),  # no endgame: not re-ranked
+               "acc_eg5": search.SearchConfig(repeats=1, endgame=64, endgame_w_latency=5)}
+    records = batch.run(batch.grid([0, 1], ["cifar10"], configs), path, lambda d: FakeEngine(d),
+                        costs=lambda d: costs, progress=False)
+    rows = batch.rerank_endgames(records, [0.0, 2.0, 1e6])
+    assert [(r["name"], r["endgame_w_latency"]) for r in rows] == [(n, w) for n in ("acc", "lat", "acc_eg5")
+                                                           for w in (0.0, 2.0, 1e6)]
+    found = {(r["job"]["name"], r["job"]["seed"]): r["result"] for r in records}
+    # Re-ranking is exact: what a search with that endgame weight finds (same rounds, same scores).
+    again = batch.rerank_endgames(records, [5.0])
+    assert again[0]["name"] == "acc" and again[0]["cells"] == [found["acc_eg5", s]["index"] for s in (0, 1)]
+    assert [r["cells"] for r in again if r["name"] == "acc_eg5"] == [again[0]["cells"]]
+    acc = {r["index"]: r["nb201"]["test_accuracy"]["cifar10"] for r in found.values()}
+    for r in rows:
+        if (r["name"], r["endgame_w_latency"]) in {("acc", 0.0), ("lat", 2.0), ("acc_eg5", 5.0)}:  # as they ran
+            assert r["cells"] == [found[r["name"], s]["index"] for s in (0, 1)]
+            assert r["accuracy"]["mean"] == pytest.approx(np.mean([acc[i] for i in r["cells"]]))
+        if r["endgame_w_latency"] == 1e6:  # the fastest cell of each endgame
+            for s, i in zip(r["seeds"], r["cells"], strict=True):
+                lat = {c["index"]: c["latency_ms"] for c in found[r["name"], s]["endgame"]["cells"]}
+                assert lat[i] == pytest.approx(min(lat.values()), abs=1e-3)
+    out = tmp_path / "rerank.json"
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "rerank.py"), f"--results={path}",
+                          "--latency_weights=0,2", f"--json_out={out}"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["baseline"] == "acc" and "vs acc" in run.stdout and "reference --arch #11472" in run.stdout
+    base = np.mean([found["acc", s]["hardware"]["latency_ms"] for s in (0, 1)])
+    for r in doc["rows"]:
+        assert r["vs_baseline"]["latency_ratio"] == pytest.approx(base / r["latency_ms"]["mean"])
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "rerank.py"), f"--results={path}",
+                          "--baseline=nope"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "'nope'" in bad.stderr
+
+
 def test_live_flops_leave_out_the_edges_that_reach_no_output(costs):
     live, nb201 = costs.cells["mflops_live"], costs.cells["mflops"]
     dead = (costs.ops != space.OPS.index("none")) & ~latency_lib.live_edges(space.all_matrices(), "dropped")
@@ -249,6 +309,17 @@ def test_only_the_flops_weight_may_be_negative(name):
         search.SearchConfig(**{name: -1.0})
     with pytest.raises(ValueError, match="w_flops must be finite, got nan"):
         search.SearchConfig(w_flops=float("nan"))
+
+
+def test_endgame_latency_weight_needs_an_endgame_and_replaces_only_the_endgames():
+    with pytest.raises(ValueError, match=r"endgame_w_latency=2\.0 needs an endgame"):
+        search.SearchConfig(endgame_w_latency=2.0)
+    with pytest.raises(ValueError, match="endgame_w_latency must be finite and non-negative, got -1"):
+        search.SearchConfig(endgame=64, endgame_w_latency=-1.0)
+    config = search.SearchConfig(w_latency=1.0, w_flops=0.5, endgame=64, endgame_w_latency=3.0)
+    assert config.weights["latency"] == 1.0
+    assert config.endgame_weights == {**config.weights, "latency": 3.0}
+    assert search.SearchConfig(w_latency=1.0, endgame=64).endgame_weights == search.SearchConfig(w_latency=1.0).weights
 
 
 def test_impossible_budget_fails_at_start_naming_it(costs):
@@ -446,6 +517,24 @@ def test_launcher_seed_and_switch_lists():
     assert search_cli._ints("endgame", ["0", "64"]) == [0, 64]
     with pytest.raises(app.UsageError, match=r"--endgame: .*'6\.5'"):
         search_cli._ints("endgame", ["6.5"])
+
+
+def test_launcher_endgame_latency_weights_span_the_grid():
+    from absl import app, flags
+    from absl.testing import flagsaver
+
+    from micronas_jax import search_cli
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()  # defaults, as if launched without flags
+    with flagsaver.flagsaver(endgame=["64"], endgame_w_latency=["1", "3"], w_latency=["0.5"]):
+        got = {name: (c.w_latency, c.endgame, c.endgame_w_latency) for name, c in search_cli.configs().items()}
+    assert got == {"w_flops=0,w_latency=0.5,endgame=64,endgame_w_latency=1": (0.5, 64, 1.0),
+                   "w_flops=0,w_latency=0.5,endgame=64,endgame_w_latency=3": (0.5, 64, 3.0)}
+    with flagsaver.flagsaver(endgame=["64"]):
+        assert [c.endgame_w_latency for c in search_cli.configs().values()] == [None]
+    with flagsaver.flagsaver(endgame_w_latency=["1"]), pytest.raises(app.UsageError, match="needs an endgame"):
+        search_cli.configs()
 
 
 def test_calibrated_lut_is_refused_with_a_clear_error():

@@ -1,0 +1,68 @@
+"""What the logged endgames of a batch of searches pick at other latency weights, without scoring again.
+
+    python experiments/rerank.py --results=runs.jsonl --latency_weights=0,0.5,1,1.5,2,3 --json_out=rerank.json
+
+Reads a results file of ``micronas-search --endgame=K`` and re-ranks each search's logged endgame
+cells (their NTK, region, FLOPs and latency scores as logged) at each weight; the rounds before the
+endgame stay as they ran under the search's own weights. Ratios and differences are against
+``--baseline``, a configuration of the same file as it ran (default: the one whose FLOPs and
+latency weights are all 0, if there is exactly one). Each row is exactly what a search with
+``--endgame_w_latency`` at that weight finds: the same rounds, the same endgame scores.
+"""
+
+from absl import app, flags
+
+from micronas_jax import batch, benchmark, cli, search
+
+RESNET_CELL = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
+
+_ARCH = flags.DEFINE_string("arch", RESNET_CELL, "Reference cell (string or index) reported beside the picks.")
+_RESULTS = flags.DEFINE_string("results", "micronas_search.jsonl", "Results JSONL of searches with an endgame.")
+_WEIGHTS = flags.DEFINE_list("latency_weights", ["0", "1", "2", "3"], "Latency weights to re-rank the endgames at.")
+_BASELINE = flags.DEFINE_string("baseline", None, "Configuration name (as in the results) to compare against.")
+_JSON_OUT = flags.DEFINE_string("json_out", None, "Write the rows as JSON here.")
+
+
+def main(argv):
+    cli.no_extra_args(argv)
+    reference = cli.arch_flag(_ARCH.value)
+    weights = cli.float_list("latency_weights", _WEIGHTS.value)
+    records = list(batch.read_results(_RESULTS.value).values())
+    rows = batch.rerank_endgames(records, weights)
+    if not rows:
+        raise app.UsageError(f"{_RESULTS.value}: no search with an endgame (run with --endgame=K)")
+    summary = {(r["name"], r["dataset"]): r for r in batch.summarize(records)}
+    names = sorted({n for n, _ in summary})
+    baseline = _BASELINE.value
+    if baseline is None:
+        free = sorted({n for (n, _), s in summary.items()
+                       if not any(s["config"].get(w) for w in ("w_flops", "w_latency", "endgame_w_latency"))})
+        baseline = free[0] if len(free) == 1 else None
+    elif baseline not in names:
+        raise app.UsageError(f"--baseline={baseline!r} is not a configuration of {_RESULTS.value}: {names}")
+    print(f"endgames re-ranked at other latency weights (rounds as they ran); {_RESULTS.value}")
+    w = max(len(r["name"]) for r in rows) + 2
+    print(f"{'configuration':<{w}}{'dataset':<10}{'endgame w':>11}{'n':>4}{'accuracy %':>17}{'latency ms':>17}"
+          + (f"   vs {baseline}" if baseline else ""))
+    for r in rows:
+        line = (f"{r['name']:<{w}}{r['dataset']:<10}{r['endgame_w_latency']:>11g}{r['searches']:>4}"
+                f"{r['accuracy']['mean']:>9.2f} +- {r['accuracy']['std']:<4.2f}"
+                f"{r['latency_ms']['mean']:>9.0f} +- {r['latency_ms']['std']:<4.0f}")
+        base = summary.get((baseline, r["dataset"]))
+        if base:
+            r["vs_baseline"] = {"name": baseline,
+                                "latency_ratio": base["latency_ms"]["mean"] / r["latency_ms"]["mean"],
+                                "accuracy_change": r["accuracy"]["mean"] - base["accuracy"]["mean"]}
+            line += f"   {r['vs_baseline']['latency_ratio']:.2f}x, {r['vs_baseline']['accuracy_change']:+.2f} pt"
+        print(line)
+    ref = {}
+    for d in sorted({r["dataset"] for r in rows}):
+        ref[d] = search.cell_report(reference, search.default_costs(d), benchmark.BuiltinBenchmark())
+        print(f"reference --arch #{reference.index} on {d}: {ref[d]['nb201']['test_accuracy'][d]:.2f}%, "
+              f"{ref[d]['hardware']['latency_ms']:.1f} ms")
+    cli.write_json(_JSON_OUT.value, {"results": _RESULTS.value, "baseline": baseline, "rows": rows,
+                                     "reference": {"cell": reference.to_string(), "index": reference.index, **ref}})
+
+
+if __name__ == "__main__":
+    app.run(main)
