@@ -54,7 +54,8 @@ def main(argv):
                                 "latency_ratio": base["latency_ms"]["mean"] / r["latency_ms"]["mean"],
                                 "accuracy_change": r["accuracy"]["mean"] - base["accuracy"]["mean"]}
             line += f"   {r['vs_baseline']['latency_ratio']:.2f}x, {r['vs_baseline']['accuracy_change']:+.2f} pt"
-        print(line)
+        others = [f"{d} {a:.2f}" for d, a in r["test_accuracy"].items() if d != r["dataset"]]
+        print(line + (f"   ({', '.join(others)} %)" if others else ""))
     ref = {}
     for d in sorted({r["dataset"] for r in rows}):
         ref[d] = search.cell_report(reference, search.default_costs(d), benchmark.BuiltinBenchmark())

@@ -181,7 +181,8 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
 
     Returns:
       one row per (configuration, dataset, weight): {'name', 'dataset', 'endgame_w_latency',
-      'searches', 'seeds', 'cells', 'accuracy': {'mean', 'std'}, 'latency_ms': {'mean', 'std'}},
+      'searches', 'seeds', 'cells', 'accuracy': {'mean', 'std'}, 'latency_ms': {'mean', 'std'},
+      'test_accuracy': {every dataset: the picks' mean NB201 test accuracy}},
       the other weights being the configuration's: each row is what its searches would have
       found with ``endgame_w_latency`` at that weight.
     """
@@ -193,19 +194,21 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
     rows = []
     for (name, dataset), rs in groups.items():
         for w in latency_weights:
-            picks, acc, lat = [], [], []
+            picks, acc, lat, every = [], [], [], []
             for r in rs:
                 config, eg = r["job"]["config"], r["result"]["endgame"]
                 weights = {"ntk": config["w_ntk"], "regions": config["w_regions"], "flops": config["w_flops"],
                            "latency": float(w)}
                 i = search_lib.rerank_endgame(eg, weights, config.get("precision", 3))
                 picks.append(i)
-                acc.append(bench.query(i).test_accuracy[dataset])
+                every.append(bench.query(i).test_accuracy)
+                acc.append(every[-1][dataset])
                 lat.append(next(c["latency_ms"] for c in eg["cells"] if c["index"] == i))
             rows.append({"name": name, "dataset": dataset, "endgame_w_latency": float(w), "searches": len(rs),
                          "seeds": [r["job"]["seed"] for r in rs], "cells": picks,
                          "accuracy": {"mean": float(np.mean(acc)), "std": float(np.std(acc))},
-                         "latency_ms": {"mean": float(np.mean(lat)), "std": float(np.std(lat))}})
+                         "latency_ms": {"mean": float(np.mean(lat)), "std": float(np.std(lat))},
+                         "test_accuracy": {d: float(np.mean([a[d] for a in every])) for d in every[0]}})
     return rows
 
 

@@ -258,10 +258,13 @@ def test_rerank_endgames_of_a_batch_and_its_launcher(tmp_path, costs):
     assert again[0]["name"] == "acc" and again[0]["cells"] == [found["acc_eg5", s]["index"] for s in (0, 1)]
     assert [r["cells"] for r in again if r["name"] == "acc_eg5"] == [again[0]["cells"]]
     acc = {r["index"]: r["nb201"]["test_accuracy"]["cifar10"] for r in found.values()}
+    c100 = {r["index"]: r["nb201"]["test_accuracy"]["cifar100"] for r in found.values()}
     for r in rows:
         if (r["name"], r["endgame_w_latency"]) in {("acc", 0.0), ("lat", 2.0), ("acc_eg5", 5.0)}:  # as they ran
             assert r["cells"] == [found[r["name"], s]["index"] for s in (0, 1)]
             assert r["accuracy"]["mean"] == pytest.approx(np.mean([acc[i] for i in r["cells"]]))
+            other = np.mean([c100[i] for i in r["cells"]])
+            assert r["test_accuracy"]["cifar100"] == pytest.approx(other) and "ImageNet16-120" in r["test_accuracy"]
         if r["endgame_w_latency"] == 1e6:  # the fastest cell of each endgame
             for s, i in zip(r["seeds"], r["cells"], strict=True):
                 lat = {c["index"]: c["latency_ms"] for c in found[r["name"], s]["endgame"]["cells"]}
