@@ -38,6 +38,9 @@ NUM_EDGES = len(EDGES)
 NUM_OPS = len(OPS)
 NUM_CELLS = NUM_OPS**NUM_EDGES  # 15,625
 
+RESNET_CELL = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
+"""NB201's ResNet-like cell (#11472): the launchers' default reference ``--arch``."""
+
 _OP_INDEX = {op: i for i, op in enumerate(OPS)}
 _EDGE_INDEX = {edge: e for e, edge in enumerate(EDGES)}
 _TOKEN = re.compile(r"^(?P<op>[^~|+]*)~(?P<src>[^~|+]*)$")

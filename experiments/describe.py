@@ -5,11 +5,10 @@
 
 from absl import app, flags
 
+from cells import space
 from micronas_jax import benchmark, cli, describe
 
-RESNET_CELL = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
-
-_ARCH = flags.DEFINE_string("arch", RESNET_CELL, "NB201 cell string or index (0..15624).")
+_ARCH = flags.DEFINE_string("arch", space.RESNET_CELL, "NB201 cell string or index (0..15624).")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Write the description as JSON here.")
 _NB201_FILE = flags.DEFINE_string(
     "nb201_file", None, "Official NB201 .pth file to answer from (needs the [nb201] extra); "

@@ -6,13 +6,12 @@
 
 from absl import app, flags
 
+from cells import space
 from micronas_jax import cli, plots
 from micronas_jax.hardware import lut as lut_lib
 from micronas_jax.hardware import report
 
-RESNET_CELL = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
-
-_ARCH = flags.DEFINE_string("arch", RESNET_CELL, "NB201 cell string or index (highlighted with --all).")
+_ARCH = flags.DEFINE_string("arch", space.RESNET_CELL, "NB201 cell string or index (highlighted with --all).")
 _ALL = flags.DEFINE_bool("all", False, "Estimate all 15,625 cells: summary, CSV and plot.")
 _DATASET = flags.DEFINE_enum("dataset", "cifar10", ["cifar10", "cifar100", "ImageNet16-120"],
                              "Network input size and classes, and which accuracies to show.")

@@ -12,11 +12,10 @@ latency weights are all 0, if there is exactly one). Each row is exactly what a 
 
 from absl import app, flags
 
+from cells import space
 from micronas_jax import batch, benchmark, cli, search
 
-RESNET_CELL = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
-
-_ARCH = flags.DEFINE_string("arch", RESNET_CELL, "Reference cell (string or index) reported beside the picks.")
+_ARCH = flags.DEFINE_string("arch", space.RESNET_CELL, "Reference cell (string or index) reported beside the picks.")
 _RESULTS = flags.DEFINE_string("results", "micronas_search.jsonl", "Results JSONL of searches with an endgame.")
 _WEIGHTS = flags.DEFINE_list("latency_weights", ["0", "1", "2", "3"], "Latency weights to re-rank the endgames at.")
 _BASELINE = flags.DEFINE_string("baseline", None, "Configuration name (as in the results) to compare against.")

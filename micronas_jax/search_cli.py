@@ -18,13 +18,13 @@ import jax
 from absl import app, flags, logging
 
 from cells import skeleton as sk
+from cells import space
 from micronas_jax import batch, benchmark, cli, inputs, plots, search
 from micronas_jax.hardware import lut as lut_lib
 from micronas_jax.proxies import engine as engine_lib
 
-RESNET_CELL = "|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|skip_connect~0|none~1|skip_connect~2|"
-
-_ARCH = flags.DEFINE_string("arch", RESNET_CELL, "Reference cell (string or index) reported beside the found ones.")
+_ARCH = flags.DEFINE_string("arch", space.RESNET_CELL,
+                            "Reference cell (string or index) reported beside the found ones.")
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "Search seeds: '0', '0,3,7' or a range '0-9'.")
 _DATASETS = flags.DEFINE_list("datasets", ["cifar10"], f"Datasets to search for: {', '.join(inputs.RESOLUTION)}.")
 _W_NTK = flags.DEFINE_float("w_ntk", 1.0, "Weight of the NTK condition-number rank.")
