@@ -1,12 +1,14 @@
 """What the logged endgames of a batch of searches pick at other latency weights, without scoring again.
 
     python experiments/rerank.py --results=runs.jsonl --latency_weights=0,0.5,1,1.5,2,3 --json_out=rerank.json
+    python experiments/rerank.py --results=runs.jsonl --latency_weights=0,2,4,6 --seeds=6-19  # held-out seeds
 
 Reads a results file of ``micronas-search --endgame=K`` and re-ranks each search's logged endgame
 cells (their NTK, region, FLOPs and latency scores as logged) at each weight; the rounds before the
 endgame stay as they ran under the search's own weights. Ratios and differences are against
 ``--baseline``, a configuration of the same file as it ran (default: the one whose FLOPs and
-latency weights are all 0, if there is exactly one). Each row is exactly what a search with
+latency weights are all 0, if there is exactly one), over the same ``--seeds``: a weight chosen on
+some seeds is judged on the others alone. Each row is exactly what a search with
 ``--endgame_w_latency`` at that weight finds: the same rounds, the same endgame scores.
 """
 
@@ -18,6 +20,7 @@ from micronas_jax import batch, benchmark, cli, search
 _ARCH = flags.DEFINE_string("arch", space.RESNET_CELL, "Reference cell (string or index) reported beside the picks.")
 _RESULTS = flags.DEFINE_string("results", "micronas_search.jsonl", "Results JSONL of searches with an endgame.")
 _WEIGHTS = flags.DEFINE_list("latency_weights", ["0", "1", "2", "3"], "Latency weights to re-rank the endgames at.")
+_SEEDS = flags.DEFINE_list("seeds", [], "Only these seeds ('0-9', '3,5'); default every seed in the file.")
 _BASELINE = flags.DEFINE_string("baseline", None, "Configuration name (as in the results) to compare against.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Write the rows as JSON here.")
 
@@ -27,6 +30,11 @@ def main(argv):
     reference = cli.arch_flag(_ARCH.value)
     weights = cli.float_list("latency_weights", _WEIGHTS.value)
     records = list(batch.read_results(_RESULTS.value).values())
+    if _SEEDS.value:
+        seeds = set(cli.seed_list("seeds", _SEEDS.value))
+        records = [r for r in records if r["job"]["seed"] in seeds]
+        if not records:
+            raise app.UsageError(f"{_RESULTS.value}: no search with --seeds={','.join(_SEEDS.value)}")
     rows = batch.rerank_endgames(records, weights)
     if not rows:
         raise app.UsageError(f"{_RESULTS.value}: no search with an endgame (run with --endgame=K)")
@@ -39,7 +47,9 @@ def main(argv):
         baseline = free[0] if len(free) == 1 else None
     elif baseline not in names:
         raise app.UsageError(f"--baseline={baseline!r} is not a configuration of {_RESULTS.value}: {names}")
-    print(f"endgames re-ranked at other latency weights (rounds as they ran); {_RESULTS.value}")
+    seeds = sorted({r["job"]["seed"] for r in records})
+    print(f"endgames re-ranked at other latency weights (rounds as they ran); {_RESULTS.value}, "
+          f"seeds {', '.join(map(str, seeds))}")
     w = max(len(r["name"]) for r in rows) + 2
     print(f"{'configuration':<{w}}{'dataset':<10}{'endgame w':>11}{'n':>4}{'accuracy %':>17}{'latency ms':>17}"
           + (f"   vs {baseline}" if baseline else ""))
@@ -60,7 +70,7 @@ def main(argv):
         ref[d] = search.cell_report(reference, search.default_costs(d), benchmark.BuiltinBenchmark())
         print(f"reference --arch #{reference.index} on {d}: {ref[d]['nb201']['test_accuracy'][d]:.2f}%, "
               f"{ref[d]['hardware']['latency_ms']:.1f} ms")
-    cli.write_json(_JSON_OUT.value, {"results": _RESULTS.value, "baseline": baseline, "rows": rows,
+    cli.write_json(_JSON_OUT.value, {"results": _RESULTS.value, "seeds": seeds, "baseline": baseline, "rows": rows,
                                      "reference": {"cell": reference.to_string(), "index": reference.index, **ref}})
 
 

@@ -36,6 +36,18 @@ def float_list(flag: str, values: Sequence[str], allow_none: bool = False) -> li
     return out or ([None] if allow_none else [])
 
 
+def seed_list(flag: str, values: Sequence[str]) -> list[int]:
+    """A list flag of seeds and inclusive ranges ('0', '0,3,7', '0-9') as ints, in order."""
+    out = []
+    for v in values:
+        lo, sep, hi = v.partition("-")
+        try:
+            out.extend(range(int(lo), int(hi) + 1) if sep else [int(v)])
+        except ValueError:
+            raise app.UsageError(f"--{flag}: {v!r} is not a seed or a range like 0-9") from None
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class InputFlags:
     """The ``--data_path`` and ``--synthetic`` flags: where a launcher's images come from."""

@@ -64,17 +64,6 @@ _CACHE_DIR = flags.DEFINE_string("compilation_cache", os.path.join("~", ".cache"
 _PROGRESS = flags.DEFINE_bool("progress", True, "Progress bars.")
 
 
-def _seeds(values) -> list[int]:
-    out = []
-    for v in values:
-        lo, sep, hi = v.partition("-")
-        try:
-            out.extend(range(int(lo), int(hi) + 1) if sep else [int(v)])
-        except ValueError:
-            raise app.UsageError(f"--seeds: {v!r} is not a seed or a range like 0-9") from None
-    return out
-
-
 def _bools(flag, values) -> list[bool]:
     table = {"true": True, "1": True, "false": False, "0": False}
     try:
@@ -145,9 +134,10 @@ def main(argv):
                 costs[d].check(config.budgets, search.initial_mask(config), config.require_path)
             except search.BudgetError as err:
                 raise app.UsageError(f"{name} on {d}: {err}") from None
-    jobs = batch.grid(_seeds(_SEEDS.value), _DATASETS.value, grid)
+    seeds = cli.seed_list("seeds", _SEEDS.value)
+    jobs = batch.grid(seeds, _DATASETS.value, grid)
     logging.info("%d searches: %d configurations x %d datasets x %d seeds; results in %s", len(jobs), len(grid),
-                 len(_DATASETS.value), len(_seeds(_SEEDS.value)), _RESULTS.value)
+                 len(_DATASETS.value), len(seeds), _RESULTS.value)
     records = batch.run(jobs, _RESULTS.value, make_engine, benchmark=bench, costs=costs.get,
                         progress=_PROGRESS.value)
     summary = batch.summarize(records)

@@ -281,6 +281,19 @@ def test_rerank_endgames_of_a_batch_and_its_launcher(tmp_path, costs):
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "rerank.py"), f"--results={path}",
                           "--baseline=nope"], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "'nope'" in bad.stderr
+    # --seeds: rows and baseline over those seeds alone.
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "rerank.py"), f"--results={path}",
+                          "--latency_weights=0", "--seeds=1", f"--json_out={out}"], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["seeds"] == [1] and all(r["seeds"] == [1] for r in doc["rows"])
+    acc_row = next(r for r in doc["rows"] if r["name"] == "acc")
+    assert acc_row["cells"] == [found["acc", 1]["index"]]
+    assert acc_row["vs_baseline"]["latency_ratio"] == pytest.approx(1.0)
+    none = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "rerank.py"), f"--results={path}",
+                           "--seeds=5-7"], capture_output=True, text=True, timeout=300)
+    assert none.returncode != 0 and "--seeds=5-7" in none.stderr
 
 
 def test_live_flops_leave_out_the_edges_that_reach_no_output(costs):
@@ -509,12 +522,12 @@ def test_launcher_writes_results_and_resumes(tmp_path):
 def test_launcher_seed_and_switch_lists():
     from absl import app
 
-    from micronas_jax import search_cli
+    from micronas_jax import cli, search_cli
 
-    assert search_cli._seeds(["0-3", "7"]) == [0, 1, 2, 3, 7]
+    assert cli.seed_list("seeds", ["0-3", "7"]) == [0, 1, 2, 3, 7]
     assert search_cli._bools("drop_none", ["true", "False"]) == [True, False]
-    with pytest.raises(app.UsageError, match="'x-y'"):
-        search_cli._seeds(["x-y"])
+    with pytest.raises(app.UsageError, match="--seeds: 'x-y'"):
+        cli.seed_list("seeds", ["x-y"])
     with pytest.raises(app.UsageError, match="maybe"):
         search_cli._bools("drop_none", ["maybe"])
     assert search_cli._ints("endgame", ["0", "64"]) == [0, 64]
