@@ -9,7 +9,7 @@ from absl import app, flags
 from micronas_jax import cli, search, search_bench
 
 _ARCH = flags.DEFINE_string("arch", "11472", "A reference cell (string or index) printed beside the found ones.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1"], "One search per seed.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1"], "One search per seed ('0,1', '0-3').")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Seeds per round (R).")
 _W_LATENCY = flags.DEFINE_float("w_latency", 0.0, "Latency weight (0: TE-NAS's accuracy-only search).")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "NTK batch size.")
@@ -20,7 +20,7 @@ def main(argv):
     cli.no_extra_args(argv)
     ref = cli.arch_flag(_ARCH.value)
     config = search.SearchConfig(repeats=_REPEATS.value, w_latency=_W_LATENCY.value)
-    result = search_bench.run([int(s) for s in _SEEDS.value], config, batch_size=_BATCH.value)
+    result = search_bench.run(cli.seed_list("seeds", _SEEDS.value), config, batch_size=_BATCH.value)
     print(search_bench.format_table(result))
     for r in result["rows"]:
         print(f"seed {r['seed']}: #{r['index']} {r['cell']}, {r['accuracy']:.2f}%, {r['latency_ms']:.0f} ms")
