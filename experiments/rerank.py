@@ -31,8 +31,8 @@ def main(argv):
     weights = cli.float_list("latency_weights", _WEIGHTS.value)
     records = list(batch.read_results(_RESULTS.value).values())
     if _SEEDS.value:
-        seeds = set(cli.seed_list("seeds", _SEEDS.value))
-        records = [r for r in records if r["job"]["seed"] in seeds]
+        wanted = set(cli.seed_list("seeds", _SEEDS.value))
+        records = [r for r in records if r["job"]["seed"] in wanted]
         if not records:
             raise app.UsageError(f"{_RESULTS.value}: no search with --seeds={','.join(_SEEDS.value)}")
     rows = batch.rerank_endgames(records, weights)
