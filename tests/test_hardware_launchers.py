@@ -46,6 +46,9 @@ def test_hardware_all_cells_writes_csv_plot_and_json(tmp_path):
     front = summary["pareto_front"]
     assert all(a["latency_ms"] <= b["latency_ms"] and a["accuracy"] < b["accuracy"]
                for a, b in itertools.pairwise(front))
+    # The summary lists the front, one line per cell.
+    for p in front:
+        assert f"{p['accuracy']:>12.2f}{p['index']:>8}  {space.from_index(p['index']).to_string()}" in proc.stdout
 
 
 def test_hardware_rejects_bad_input(tmp_path):

@@ -173,6 +173,11 @@ def format_space_summary(s: dict[str, Any]) -> str:
         b = s["best_fitting_cell"]
         lines.append(f"most accurate of them: #{b['index']} {b['cell']} "
                      f"({b['accuracy']:.2f} %, {b['latency_ms']:.1f} ms)")
-    lines.append(f"Kendall tau(latency, FLOPs) = {s['kendall_tau_latency_vs_flops']:.3f}; "
-                 f"Pareto front: {len(s['pareto_front'])} cells")
+    lines.append(f"Kendall tau(latency, FLOPs) = {s['kendall_tau_latency_vs_flops']:.3f}")
+    # The front's steps say what a latency target costs in accuracy before any search runs.
+    lines.append(f"\nPareto front, latency against {s['dataset']} accuracy ({len(s['pareto_front'])} cells, "
+                 f"memory not checked):\n{'latency ms':>12}{'accuracy %':>12}{'index':>8}  cell")
+    for p in s["pareto_front"]:
+        lines.append(f"{p['latency_ms']:>12.1f}{p['accuracy']:>12.2f}{p['index']:>8}  "
+                     f"{space.from_index(p['index']).to_string()}")
     return "\n".join(lines)
