@@ -6,9 +6,10 @@ The first search compiles; later ones reuse. Pin threads from outside (e.g. ``ta
 
 from absl import app, flags
 
+from cells import space
 from micronas_jax import cli, search, search_bench
 
-_ARCH = flags.DEFINE_string("arch", "11472", "A reference cell (string or index) printed beside the found ones.")
+_ARCH = flags.DEFINE_string("arch", space.RESNET_CELL, "Reference cell (string or index) shown beside the found ones.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1"], "One search per seed ('0,1', '0-3').")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Seeds per round (R).")
 _W_LATENCY = flags.DEFINE_float("w_latency", 0.0, "Latency weight (0: TE-NAS's accuracy-only search).")
