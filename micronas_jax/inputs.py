@@ -65,7 +65,10 @@ def natural_noise(key: jax.Array, shape: tuple[int, ...], exponent: float = NATU
     # gain is even in f, so the filtered field is real up to rounding.
     x = jnp.real(jnp.fft.ifft2(jnp.fft.fft2(white, axes=(1, 2)) * gain.astype(np.float32), axes=(1, 2)))
     if c == 3:
-        x = x @ jnp.asarray(np.linalg.cholesky(NATURAL_RGB_CORRELATION).T, jnp.float32)
+        # Full float32: on GPUs the default product would round x to TF32 and the inputs would
+        # differ from the CPU's (and so would every NTK score of them).
+        x = jnp.matmul(x, jnp.asarray(np.linalg.cholesky(NATURAL_RGB_CORRELATION).T, jnp.float32),
+                       precision=jax.lax.Precision.HIGHEST)
     return x
 
 
