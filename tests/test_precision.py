@@ -64,7 +64,7 @@ def network():
     def supernet(v, x, train):  # a pruning round's networks, off CPU
         return model.apply(v, x, jnp.asarray(cell.matrix), train=train, mutable=["batch_stats", "intermediates"])
 
-    def switched(v, x, train):  # single cells (the endgame's), and on CPU a round's too
+    def switched(v, x, train):  # single cells (the endgame's)
         return nw.switched_apply(skeleton, v, x, jnp.asarray(cell.op_indices), train=train)
 
     return {"supernet": supernet, "switched": switched}, variables, x
