@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from cells import ops as ops_lib
+
 MEAN_STD = {
     "cifar10": ([125.3, 123.0, 113.9], [63.0, 62.1, 66.7]),
     "cifar100": ([129.3, 124.1, 112.4], [68.2, 65.4, 70.4]),
@@ -65,10 +67,10 @@ def natural_noise(key: jax.Array, shape: tuple[int, ...], exponent: float = NATU
     # gain is even in f, so the filtered field is real up to rounding.
     x = jnp.real(jnp.fft.ifft2(jnp.fft.fft2(white, axes=(1, 2)) * gain.astype(np.float32), axes=(1, 2)))
     if c == 3:
-        # Full float32: on GPUs the default product would round x to TF32 and the inputs would
-        # differ from the CPU's (and so would every NTK score of them).
+        # Full float32, as the networks: a GPU's default would round x to TF32, and the inputs
+        # (and every NTK score of them) would differ from the CPU's.
         x = jnp.matmul(x, jnp.asarray(np.linalg.cholesky(NATURAL_RGB_CORRELATION).T, jnp.float32),
-                       precision=jax.lax.Precision.HIGHEST)
+                       precision=ops_lib.PRECISION)
     return x
 
 
