@@ -2,6 +2,7 @@
 
     python experiments/rerank.py --results=runs.jsonl --latency_weights=0,0.5,1,1.5,2,3 --json_out=rerank.json
     python experiments/rerank.py --results=runs.jsonl --latency_weights=0,2,4,6 --seeds=6-19  # held-out seeds
+    python experiments/rerank.py --results=runs.jsonl --latency_weights=0,1,2 --w_regions=0  # NTK and latency only
 
 Reads a results file of ``micronas-search --endgame=K`` and re-ranks each search's logged endgame
 cells (their NTK, region, FLOPs and latency scores as logged) at each weight; the rounds before the
@@ -10,6 +11,12 @@ endgame stay as they ran under the search's own weights. Ratios and differences 
 latency weights are all 0, if there is exactly one), over the same ``--seeds``: a weight chosen on
 some seeds is judged on the others alone. Each row is exactly what a search with
 ``--endgame_w_latency`` at that weight finds: the same rounds, the same endgame scores.
+``--w_ntk`` and ``--w_regions`` replace the searches' proxy weights in the endgame alone (the rounds
+ran with their own; the baseline stays the configuration as it ran).
+
+"best held %" is the mean over the searches of the most accurate cell (NB201's table) that each
+endgame held at no more than its pick's latency: the pick a perfect judge of accuracy would have
+made at that latency, so its gap to "accuracy %" is what the proxies lost within the endgame.
 """
 
 from absl import app, flags
@@ -21,6 +28,8 @@ _ARCH = flags.DEFINE_string("arch", space.RESNET_CELL, "Reference cell (string o
 _RESULTS = flags.DEFINE_string("results", "micronas_search.jsonl", "Results JSONL of searches with an endgame.")
 _WEIGHTS = flags.DEFINE_list("latency_weights", ["0", "1", "2", "3"], "Latency weights to re-rank the endgames at.")
 _SEEDS = flags.DEFINE_list("seeds", [], "Only these seeds ('0-9', '3,5'); default every seed in the file.")
+_W_NTK = flags.DEFINE_float("w_ntk", None, "The endgame's NTK weight, if not each search's own.")
+_W_REGIONS = flags.DEFINE_float("w_regions", None, "The endgame's linear-region weight, if not each search's own.")
 _BASELINE = flags.DEFINE_string("baseline", None, "Configuration name (as in the results) to compare against.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Write the rows as JSON here.")
 
@@ -35,7 +44,11 @@ def main(argv):
         records = [r for r in records if r["job"]["seed"] in wanted]
         if not records:
             raise app.UsageError(f"{_RESULTS.value}: no search with --seeds={','.join(_SEEDS.value)}")
-    rows = batch.rerank_endgames(records, weights)
+    proxy_weights = {k: f.value for k, f in (("ntk", _W_NTK), ("regions", _W_REGIONS)) if f.value is not None}
+    try:
+        rows = batch.rerank_endgames(records, weights, proxy_weights=proxy_weights)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
     if not rows:
         raise app.UsageError(f"{_RESULTS.value}: no search with an endgame (run with --endgame=K)")
     summary = {(r["name"], r["dataset"]): r for r in batch.summarize(records)}
@@ -49,14 +62,16 @@ def main(argv):
         raise app.UsageError(f"--baseline={baseline!r} is not a configuration of {_RESULTS.value}: {names}")
     seeds = sorted({r["job"]["seed"] for r in records})
     print(f"endgames re-ranked at other latency weights (rounds as they ran); {_RESULTS.value}, "
-          f"seeds {', '.join(map(str, seeds))}")
+          f"seeds {', '.join(map(str, seeds))}"
+          + "".join(f"; endgame {k} weight {v:g}" for k, v in proxy_weights.items()))
     w = max(len(r["name"]) for r in rows) + 2
     print(f"{'configuration':<{w}}{'dataset':<10}{'endgame w':>11}{'n':>4}{'accuracy %':>17}{'latency ms':>17}"
+          f"{'best held %':>13}"
           + (f"   vs {baseline}" if baseline else ""))
     for r in rows:
         line = (f"{r['name']:<{w}}{r['dataset']:<10}{r['endgame_w_latency']:>11g}{r['searches']:>4}"
                 f"{r['accuracy']['mean']:>9.2f} +- {r['accuracy']['std']:<4.2f}"
-                f"{r['latency_ms']['mean']:>9.0f} +- {r['latency_ms']['std']:<4.0f}")
+                f"{r['latency_ms']['mean']:>9.0f} +- {r['latency_ms']['std']:<4.0f}{r['best_held']['mean']:>14.2f}")
         base = summary.get((baseline, r["dataset"]))
         if base:
             r["vs_baseline"] = {"name": baseline,
@@ -70,7 +85,8 @@ def main(argv):
         ref[d] = search.cell_report(reference, search.default_costs(d), benchmark.BuiltinBenchmark())
         print(f"reference --arch #{reference.index} on {d}: {ref[d]['nb201']['test_accuracy'][d]:.2f}%, "
               f"{ref[d]['hardware']['latency_ms']:.1f} ms")
-    cli.write_json(_JSON_OUT.value, {"results": _RESULTS.value, "seeds": seeds, "baseline": baseline, "rows": rows,
+    cli.write_json(_JSON_OUT.value, {"results": _RESULTS.value, "seeds": seeds, "baseline": baseline,
+                                     "proxy_weights": proxy_weights, "rows": rows,
                                      "reference": {"cell": reference.to_string(), "index": reference.index, **ref}})
 
 

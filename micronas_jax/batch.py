@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -173,19 +174,29 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Sequence[float],
-                    benchmark: benchmark_lib.Benchmark | None = None) -> list[dict[str, Any]]:
+                    benchmark: benchmark_lib.Benchmark | None = None,
+                    proxy_weights: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
     """What the logged endgames of a batch pick at other latency weights (``search.rerank_endgame``).
 
     Only the endgame is re-ranked, with its logged scores; each search's rounds stay as they ran
-    under its own weights. Records without an endgame are left out.
+    under its own weights. Records without an endgame are left out. ``proxy_weights`` ({'ntk',
+    'regions'}, either or both, non-negative) replaces the searches' own proxy weights in the
+    endgame: what the proxies' balance does to the picks, rounds as they ran.
 
     Returns:
       one row per (configuration, dataset, weight): {'name', 'dataset', 'endgame_w_latency',
       'searches', 'seeds', 'cells', 'accuracy': {'mean', 'std'}, 'latency_ms': {'mean', 'std'},
-      'test_accuracy': {every dataset: the picks' mean NB201 test accuracy}},
-      the other weights being the configuration's: each row is what its searches would have
-      found with ``endgame_w_latency`` at that weight.
+      'test_accuracy': {every dataset: the picks' mean NB201 test accuracy}, 'best_held':
+      {'mean', 'std'}}, the other weights being the configuration's: each row is what its searches
+      would have found with ``endgame_w_latency`` at that weight. 'best_held' is, per search, the
+      accuracy of the most accurate cell its endgame held at no more than the pick's latency: what
+      a perfect judge of accuracy would have found at that latency, so ``best_held - accuracy``
+      is what the proxies left in the state, apart from what the rounds pruned before.
     """
+    proxy_weights = dict(proxy_weights or {})
+    for k, v in proxy_weights.items():
+        if k not in ("ntk", "regions") or not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"proxy_weights: {k}={v} (only 'ntk' and 'regions', finite and non-negative)")
     bench = benchmark or benchmark_lib.BuiltinBenchmark()
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for r in records:
@@ -193,22 +204,29 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
             groups.setdefault((r["job"]["name"], r["job"]["dataset"]), []).append(r)
     rows = []
     for (name, dataset), rs in groups.items():
+        held = [(np.array([c["latency_ms"] for c in r["result"]["endgame"]["cells"]]),  # each endgame's cells
+                 np.array([bench.query(c["index"]).test_accuracy[dataset] for c in r["result"]["endgame"]["cells"]]))
+                for r in rs]
         for w in latency_weights:
-            picks, acc, lat, every = [], [], [], []
-            for r in rs:
+            picks, acc, lat, every, best = [], [], [], [], []
+            for r, (cell_lat, cell_acc) in zip(rs, held, strict=True):
                 config, eg = r["job"]["config"], r["result"]["endgame"]
-                weights = {"ntk": config["w_ntk"], "regions": config["w_regions"], "flops": config["w_flops"],
-                           "latency": float(w)}
+                weights = {"ntk": config["w_ntk"], "regions": config["w_regions"], **proxy_weights,
+                           "flops": config["w_flops"], "latency": float(w)}
                 i = search_lib.rerank_endgame(eg, weights, config.get("precision", 3))
                 picks.append(i)
                 every.append(bench.query(i).test_accuracy)
                 acc.append(every[-1][dataset])
                 lat.append(next(c["latency_ms"] for c in eg["cells"] if c["index"] == i))
+                # Cells of the pick's latency count too (sums of the same costs in another order
+                # differ in the last bit); the pick itself is always among them.
+                best.append(float(cell_acc[cell_lat <= lat[-1] * (1 + 1e-9)].max()))
             rows.append({"name": name, "dataset": dataset, "endgame_w_latency": float(w), "searches": len(rs),
                          "seeds": [r["job"]["seed"] for r in rs], "cells": picks,
                          "accuracy": {"mean": float(np.mean(acc)), "std": float(np.std(acc))},
                          "latency_ms": {"mean": float(np.mean(lat)), "std": float(np.std(lat))},
-                         "test_accuracy": {d: float(np.mean([a[d] for a in every])) for d in every[0]}})
+                         "test_accuracy": {d: float(np.mean([a[d] for a in every])) for d in every[0]},
+                         "best_held": {"mean": float(np.mean(best)), "std": float(np.std(best))}})
     return rows
 
 

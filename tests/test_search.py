@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cells import space
-from micronas_jax import batch, search
+from micronas_jax import batch, benchmark, search
 from micronas_jax.hardware import latency as latency_lib
 from micronas_jax.proxies import engine as engine_lib
 
@@ -258,6 +258,7 @@ def test_rerank_endgames_of_a_batch_and_its_launcher(tmp_path, costs):
     assert again[0]["name"] == "acc" and again[0]["cells"] == [found["acc_eg5", s]["index"] for s in (0, 1)]
     assert [r["cells"] for r in again if r["name"] == "acc_eg5"] == [again[0]["cells"]]
     acc = {r["index"]: r["nb201"]["test_accuracy"]["cifar10"] for r in found.values()}
+    table = benchmark.BuiltinBenchmark().test_accuracies("cifar10")
     c100 = {r["index"]: r["nb201"]["test_accuracy"]["cifar100"] for r in found.values()}
     for r in rows:
         if (r["name"], r["endgame_w_latency"]) in {("acc", 0.0), ("lat", 2.0), ("acc_eg5", 5.0)}:  # as they ran
@@ -269,6 +270,27 @@ def test_rerank_endgames_of_a_batch_and_its_launcher(tmp_path, costs):
             for s, i in zip(r["seeds"], r["cells"], strict=True):
                 lat = {c["index"]: c["latency_ms"] for c in found[r["name"], s]["endgame"]["cells"]}
                 assert lat[i] == pytest.approx(min(lat.values()), abs=1e-3)
+        # best_held: the most accurate logged endgame cell no slower than the pick, from the table.
+        held = []
+        for s, i in zip(r["seeds"], r["cells"], strict=True):
+            cells = found[r["name"], s]["endgame"]["cells"]
+            pick_ms = next(c["latency_ms"] for c in cells if c["index"] == i)
+            held.append(max(table[c["index"]] for c in cells if c["latency_ms"] <= pick_ms * (1 + 1e-9)))
+        assert r["best_held"]["mean"] == pytest.approx(np.mean(held))
+        assert r["best_held"]["mean"] >= r["accuracy"]["mean"]
+    # Other proxy weights in the endgame: regions alone pick each endgame's most regions (first by index).
+    by_regions = batch.rerank_endgames(records, [0.0], proxy_weights={"ntk": 0.0, "regions": 1.0})
+    for r in by_regions:
+        for s, i in zip(r["seeds"], r["cells"], strict=True):
+            cells = found[r["name"], s]["endgame"]["cells"]
+            assert i == cells[int(np.argmax([np.mean(c["regions"]) for c in cells]))]["index"]
+    with pytest.raises(ValueError, match="regions=-1"):
+        batch.rerank_endgames(records, [0.0], proxy_weights={"regions": -1.0})
+    with pytest.raises(ValueError, match="flops=1"):
+        batch.rerank_endgames(records, [0.0], proxy_weights={"flops": 1.0})
+    fastest = next(r for r in rows if r["endgame_w_latency"] == 1e6)
+    slowest_ok = next(r for r in rows if r["name"] == fastest["name"] and r["endgame_w_latency"] == 0.0)
+    assert fastest["best_held"]["mean"] <= slowest_ok["best_held"]["mean"]  # fewer cells are held faster
     out = tmp_path / "rerank.json"
     run = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "rerank.py"), f"--results={path}",
                           "--latency_weights=0,2", f"--json_out={out}"], capture_output=True, text=True, timeout=300)
@@ -294,6 +316,13 @@ def test_rerank_endgames_of_a_batch_and_its_launcher(tmp_path, costs):
     none = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "rerank.py"), f"--results={path}",
                            "--seeds=5-7"], capture_output=True, text=True, timeout=300)
     assert none.returncode != 0 and "--seeds=5-7" in none.stderr
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "rerank.py"), f"--results={path}",
+                          "--latency_weights=0", "--w_ntk=0", "--w_regions=1", f"--json_out={out}"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["proxy_weights"] == {"ntk": 0.0, "regions": 1.0} and "endgame regions weight 1" in run.stdout
+    assert [r["cells"] for r in doc["rows"]] == [r["cells"] for r in by_regions]
 
 
 def test_live_flops_leave_out_the_edges_that_reach_no_output(costs):
