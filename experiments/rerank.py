@@ -3,6 +3,7 @@
     python experiments/rerank.py --results=runs.jsonl --latency_weights=0,0.5,1,1.5,2,3 --json_out=rerank.json
     python experiments/rerank.py --results=runs.jsonl --latency_weights=0,2,4,6 --seeds=6-19  # held-out seeds
     python experiments/rerank.py --results=runs.jsonl --latency_weights=0,1,2 --w_regions=0  # NTK and latency only
+    python experiments/rerank.py --results=runs.jsonl --latency_weights=0 --cap_ratios=2,2.5  # told the latency
 
 Reads a results file of ``micronas-search --endgame=K`` and re-ranks each search's logged endgame
 cells (their NTK, region, FLOPs and latency scores as logged) at each weight; the rounds before the
@@ -17,6 +18,10 @@ ran with their own; the baseline stays the configuration as it ran).
 "best held %" is the mean over the searches of the most accurate cell (NB201's table) that each
 endgame held at no more than its pick's latency: the pick a perfect judge of accuracy would have
 made at that latency, so its gap to "accuracy %" is what the proxies lost within the endgame.
+
+``--cap_ratios=k,...`` adds a second table: each search's endgame held to the cells at most its own
+pick's latency / k, ranked among themselves under the search's own weights (``batch.capped_endgames``):
+the proxies told which latency to reach, beside a random cell of those ("random %") and the best.
 """
 
 from absl import app, flags
@@ -30,8 +35,20 @@ _WEIGHTS = flags.DEFINE_list("latency_weights", ["0", "1", "2", "3"], "Latency w
 _SEEDS = flags.DEFINE_list("seeds", [], "Only these seeds ('0-9', '3,5'); default every seed in the file.")
 _W_NTK = flags.DEFINE_float("w_ntk", None, "The endgame's NTK weight, if not each search's own.")
 _W_REGIONS = flags.DEFINE_float("w_regions", None, "The endgame's linear-region weight, if not each search's own.")
+_CAPS = flags.DEFINE_list("cap_ratios", [], "Also pick within each endgame's cells at most its own pick's "
+                          "latency / k, for each k.")
 _BASELINE = flags.DEFINE_string("baseline", None, "Configuration name (as in the results) to compare against.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Write the rows as JSON here.")
+
+
+def _vs_baseline(row: dict, base: dict | None, name: str | None) -> str:
+    """Adds row['vs_baseline'] (latency ratio, accuracy change against the baseline's searches as
+    they ran) and returns its table cell; nothing without a baseline."""
+    if not base:
+        return ""
+    row["vs_baseline"] = {"name": name, "latency_ratio": base["latency_ms"]["mean"] / row["latency_ms"]["mean"],
+                          "accuracy_change": row["accuracy"]["mean"] - base["accuracy"]["mean"]}
+    return f"   {row['vs_baseline']['latency_ratio']:.2f}x, {row['vs_baseline']['accuracy_change']:+.2f} pt"
 
 
 def main(argv):
@@ -45,8 +62,10 @@ def main(argv):
         if not records:
             raise app.UsageError(f"{_RESULTS.value}: no search with --seeds={','.join(_SEEDS.value)}")
     proxy_weights = {k: f.value for k, f in (("ntk", _W_NTK), ("regions", _W_REGIONS)) if f.value is not None}
+    ratios = cli.float_list("cap_ratios", _CAPS.value) if _CAPS.value else []
     try:
         rows = batch.rerank_endgames(records, weights, proxy_weights=proxy_weights)
+        capped = batch.capped_endgames(records, ratios)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
     if not rows:
@@ -72,21 +91,30 @@ def main(argv):
         line = (f"{r['name']:<{w}}{r['dataset']:<10}{r['endgame_w_latency']:>11g}{r['searches']:>4}"
                 f"{r['accuracy']['mean']:>9.2f} +- {r['accuracy']['std']:<4.2f}"
                 f"{r['latency_ms']['mean']:>9.0f} +- {r['latency_ms']['std']:<4.0f}{r['best_held']['mean']:>14.2f}")
-        base = summary.get((baseline, r["dataset"]))
-        if base:
-            r["vs_baseline"] = {"name": baseline,
-                                "latency_ratio": base["latency_ms"]["mean"] / r["latency_ms"]["mean"],
-                                "accuracy_change": r["accuracy"]["mean"] - base["accuracy"]["mean"]}
-            line += f"   {r['vs_baseline']['latency_ratio']:.2f}x, {r['vs_baseline']['accuracy_change']:+.2f} pt"
+        line += _vs_baseline(r, summary.get((baseline, r["dataset"])), baseline)
         others = [f"{d} {a:.2f}" for d, a in r["test_accuracy"].items() if d != r["dataset"]]
         print(line + (f"   ({', '.join(others)} %)" if others else ""))
+    if capped:
+        print("\nendgames held to their own pick's latency / k, picked under each search's own weights")
+        print(f"{'configuration':<{w}}{'dataset':<10}{'k':>6}{'n':>4}{'accuracy %':>17}{'latency ms':>17}"
+              f"{'cap ms':>9}{'random %':>10}{'best %':>9}" + (f"   vs {baseline}" if baseline else ""))
+        for r in capped:
+            if not r["searches"]:
+                print(f"{r['name']:<{w}}{r['dataset']:<10}{r['ratio']:>6g}   0   (no cell within the cap)")
+                continue
+            line = (f"{r['name']:<{w}}{r['dataset']:<10}{r['ratio']:>6g}{r['searches']:>4}"
+                    f"{r['accuracy']['mean']:>9.2f} +- {r['accuracy']['std']:<4.2f}"
+                    f"{r['latency_ms']['mean']:>9.0f} +- {r['latency_ms']['std']:<4.0f}{r['cap_ms']['mean']:>9.0f}"
+                    f"{r['random']['mean']:>10.2f}{r['best']['mean']:>9.2f}")
+            line += _vs_baseline(r, summary.get((baseline, r["dataset"])), baseline)
+            print(line + (f"   ({r['empty']} without a cell)" if r["empty"] else ""))
     ref = {}
     for d in sorted({r["dataset"] for r in rows}):
         ref[d] = search.cell_report(reference, search.default_costs(d), benchmark.BuiltinBenchmark())
         print(f"reference --arch #{reference.index} on {d}: {ref[d]['nb201']['test_accuracy'][d]:.2f}%, "
               f"{ref[d]['hardware']['latency_ms']:.1f} ms")
     cli.write_json(_JSON_OUT.value, {"results": _RESULTS.value, "seeds": seeds, "baseline": baseline,
-                                     "proxy_weights": proxy_weights, "rows": rows,
+                                     "proxy_weights": proxy_weights, "rows": rows, "capped": capped,
                                      "reference": {"cell": reference.to_string(), "index": reference.index, **ref}})
 
 

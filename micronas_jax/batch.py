@@ -173,6 +173,15 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _endgame_groups(records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
+    """The searches that logged an endgame, by (configuration name, dataset), in file order."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in records:
+        if r["result"].get("endgame"):
+            groups.setdefault((r["job"]["name"], r["job"]["dataset"]), []).append(r)
+    return groups
+
+
 def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Sequence[float],
                     benchmark: benchmark_lib.Benchmark | None = None,
                     proxy_weights: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
@@ -198,12 +207,8 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
         if k not in ("ntk", "regions") or not (math.isfinite(v) and v >= 0):
             raise ValueError(f"proxy_weights: {k}={v} (only 'ntk' and 'regions', finite and non-negative)")
     bench = benchmark or benchmark_lib.BuiltinBenchmark()
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for r in records:
-        if r["result"].get("endgame"):
-            groups.setdefault((r["job"]["name"], r["job"]["dataset"]), []).append(r)
     rows = []
-    for (name, dataset), rs in groups.items():
+    for (name, dataset), rs in _endgame_groups(records).items():
         held = [(np.array([c["latency_ms"] for c in r["result"]["endgame"]["cells"]]),  # each endgame's cells
                  np.array([bench.query(c["index"]).test_accuracy[dataset] for c in r["result"]["endgame"]["cells"]]))
                 for r in rs]
@@ -229,6 +234,60 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
                          "best_held": {"mean": float(np.mean(best)), "std": float(np.std(best))}})
     return rows
 
+
+
+def capped_endgames(records: Sequence[Mapping[str, Any]], ratios: Sequence[float],
+                    benchmark: benchmark_lib.Benchmark | None = None) -> list[dict[str, Any]]:
+    """What the logged endgames pick when held to a latency their own pick sets: each search's
+    endgame cells at most ``(its pick's latency) / k`` ms, ranked among themselves under the
+    search's own weights (``search.rerank_endgame``). It asks whether the proxies, told which latency
+    to reach, pick well there, and sets their pick beside a cell drawn at random from those cells
+    and the best of them (NB201's table).
+
+    Returns:
+      one row per (configuration, dataset, k): {'name', 'dataset', 'ratio', 'searches', 'seeds',
+      'cells', 'accuracy': {'mean', 'std'}, 'latency_ms': {'mean', 'std'}, 'cap_ms': {'mean'},
+      'random': {'mean'}, 'best': {'mean'}, 'empty'}; searches whose endgame held no cell within
+      the cap are counted in 'empty' and left out of the means.
+    """
+    for k in ratios:
+        if not (math.isfinite(k) and k > 0):
+            raise ValueError(f"ratios: {k} (each a finite latency divisor > 0)")
+    bench = benchmark or benchmark_lib.BuiltinBenchmark()
+    rows = []
+    for (name, dataset), rs in _endgame_groups(records).items():
+        for k in ratios:
+            picks, seeds, acc, lat, cap, rand, best, empty = [], [], [], [], [], [], [], 0
+            for r in rs:
+                config, eg = r["job"]["config"], r["result"]["endgame"]
+                limit = r["result"]["hardware"]["latency_ms"] / k
+                held = [c for c in eg["cells"] if c["latency_ms"] <= limit * (1 + 1e-9)]  # last-bit ties
+                if not held:
+                    empty += 1
+                    continue
+                own = config.get("endgame_w_latency")
+                weights = {"ntk": config["w_ntk"], "regions": config["w_regions"], "flops": config["w_flops"],
+                           "latency": config["w_latency"] if own is None else own}
+                i = search_lib.rerank_endgame({**eg, "cells": held}, weights, config.get("precision", 3))
+                accs = [bench.query(c["index"]).test_accuracy[dataset] for c in held]
+                picks.append(i)
+                seeds.append(r["job"]["seed"])
+                acc.append(bench.query(i).test_accuracy[dataset])
+                lat.append(next(c["latency_ms"] for c in held if c["index"] == i))
+                cap.append(limit)
+                rand.append(float(np.mean(accs)))
+                best.append(float(np.max(accs)))
+            if not picks:
+                rows.append({"name": name, "dataset": dataset, "ratio": float(k), "searches": 0, "seeds": [],
+                             "cells": [], "empty": empty})
+                continue
+            rows.append({"name": name, "dataset": dataset, "ratio": float(k), "searches": len(picks),
+                         "seeds": seeds, "cells": picks, "empty": empty,
+                         "accuracy": {"mean": float(np.mean(acc)), "std": float(np.std(acc))},
+                         "latency_ms": {"mean": float(np.mean(lat)), "std": float(np.std(lat))},
+                         "cap_ms": {"mean": float(np.mean(cap))}, "random": {"mean": float(np.mean(rand))},
+                         "best": {"mean": float(np.mean(best))}})
+    return rows
 
 def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
     # Grid names grow with every flag that varies; the column grows with them.

@@ -288,6 +288,36 @@ def test_rerank_endgames_of_a_batch_and_its_launcher(tmp_path, costs):
         batch.rerank_endgames(records, [0.0], proxy_weights={"regions": -1.0})
     with pytest.raises(ValueError, match="flops=1"):
         batch.rerank_endgames(records, [0.0], proxy_weights={"flops": 1.0})
+    # Capped: each endgame held to its own pick's latency / k, ranked among those cells alone.
+    capped = batch.capped_endgames(records, [1.0, 2.0, 1e9])
+    assert [(r["name"], r["ratio"]) for r in capped] == [(n, k) for n in ("acc", "lat", "acc_eg5")
+                                                         for k in (1.0, 2.0, 1e9)]
+    for r in capped:
+        assert r["searches"] + r["empty"] == 2 and len(r["seeds"]) == r["searches"]
+        if r["ratio"] == 1e9:  # no cell is that fast: every search counted as empty
+            assert r["searches"] == 0
+        if not r["searches"]:
+            assert "accuracy" not in r
+            continue
+        cfg = configs[r["name"]]
+        weights = {"ntk": cfg.w_ntk, "regions": cfg.w_regions, "flops": cfg.w_flops,
+                   "latency": cfg.w_latency if cfg.endgame_w_latency is None else cfg.endgame_w_latency}
+        picked, rand, best = [], [], []
+        for s, i in zip(r["seeds"], r["cells"], strict=True):
+            res = found[r["name"], s]
+            limit = res["hardware"]["latency_ms"] / r["ratio"]
+            held = [c for c in res["endgame"]["cells"] if c["latency_ms"] <= limit * (1 + 1e-9)]
+            assert i == search.rerank_endgame({**res["endgame"], "cells": held}, weights)
+            assert next(c["latency_ms"] for c in held if c["index"] == i) <= limit * (1 + 1e-9)
+            picked.append(table[i])
+            rand.append(np.mean([table[c["index"]] for c in held]))
+            best.append(max(table[c["index"]] for c in held))
+        assert r["accuracy"]["mean"] == pytest.approx(np.mean(picked))
+        assert r["random"]["mean"] == pytest.approx(np.mean(rand)) and r["best"]["mean"] == pytest.approx(np.mean(best))
+        if r["ratio"] == 1.0:  # the search's own pick is within its own latency
+            assert r["searches"] == 2 and r["empty"] == 0
+    with pytest.raises(ValueError, match="ratios: 0"):
+        batch.capped_endgames(records, [0.0])
     fastest = next(r for r in rows if r["endgame_w_latency"] == 1e6)
     slowest_ok = next(r for r in rows if r["name"] == fastest["name"] and r["endgame_w_latency"] == 0.0)
     assert fastest["best_held"]["mean"] <= slowest_ok["best_held"]["mean"]  # fewer cells are held faster
@@ -323,6 +353,16 @@ def test_rerank_endgames_of_a_batch_and_its_launcher(tmp_path, costs):
     doc = json.loads(out.read_text())
     assert doc["proxy_weights"] == {"ntk": 0.0, "regions": 1.0} and "endgame regions weight 1" in run.stdout
     assert [r["cells"] for r in doc["rows"]] == [r["cells"] for r in by_regions]
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "rerank.py"), f"--results={path}",
+                          "--latency_weights=0", "--cap_ratios=1,2", f"--json_out={out}"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert [(r["name"], r["ratio"]) for r in doc["capped"]] == [(n, k) for n in ("acc", "lat", "acc_eg5")
+                                                                for k in (1.0, 2.0)]
+    by_key = {(r["name"], r["ratio"]): r for r in capped}
+    assert all(r["cells"] == by_key[r["name"], r["ratio"]]["cells"] for r in doc["capped"])
+    assert "own pick's latency / k" in run.stdout and "random %" in run.stdout
 
 
 def test_live_flops_leave_out_the_edges_that_reach_no_output(costs):
