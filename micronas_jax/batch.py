@@ -235,7 +235,6 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
     return rows
 
 
-
 def capped_endgames(records: Sequence[Mapping[str, Any]], ratios: Sequence[float],
                     benchmark: benchmark_lib.Benchmark | None = None) -> list[dict[str, Any]]:
     """What the logged endgames pick when held to a latency their own pick sets: each search's
@@ -288,6 +287,7 @@ def capped_endgames(records: Sequence[Mapping[str, Any]], ratios: Sequence[float
                          "cap_ms": {"mean": float(np.mean(cap))}, "random": {"mean": float(np.mean(rand))},
                          "best": {"mean": float(np.mean(best))}})
     return rows
+
 
 def format_summary(rows: Sequence[Mapping[str, Any]]) -> str:
     # Grid names grow with every flag that varies; the column grows with them.
