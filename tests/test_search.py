@@ -622,6 +622,35 @@ def test_launcher_endgame_latency_weights_span_the_grid():
         search_cli.configs()
 
 
+@pytest.mark.parametrize("preset, expected", [
+    ("accuracy_first", {"synthetic": "natural", "proxy_N": 1,
+                        "configs": {"w_flops=0,w_latency=0": (0.0, True, 0, None, None)}}),
+    ("latency_first", {"synthetic": "natural", "proxy_N": 3,
+                       "configs": {"w_flops=0,w_latency=0,keep_none,endgame=64,endgame_w_latency=6":
+                                   (0.0, False, 64, 6.0, None)}}),
+    ("latency_budget", {"synthetic": "gaussian", "proxy_N": 3,
+                        "configs": {"w_flops=0,w_latency=0,keep_none,endgame=64,latency_ms<=536":
+                                    (0.0, False, 64, None, 536.0)}}),
+])
+def test_preset_flagfiles_name_the_documented_searches(preset, expected):
+    from absl import flags
+    from absl.testing import flagsaver
+
+    from micronas_jax import search_cli
+
+    path = os.path.join(ROOT, "experiments", "presets", f"{preset}.flags")
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["micronas-search", f"--flagfile={path}"])
+        got = {name: (c.w_latency, c.drop_none, c.endgame, c.endgame_w_latency, c.budgets.latency_ms)
+               for name, c in search_cli.configs().items()}
+        assert got == expected["configs"]
+        assert flags.FLAGS.synthetic == expected["synthetic"] and flags.FLAGS.proxy_N == expected["proxy_N"]
+        assert flags.FLAGS.seeds == ["0"] and flags.FLAGS.repeats == 3  # the rest stays at the defaults
+        flags.FLAGS(["micronas-search", f"--flagfile={path}", "--max_latency_ms=400"])  # a later flag wins
+        assert [c.budgets.latency_ms for c in search_cli.configs().values()] == [400.0]
+
+
 def test_calibrated_lut_is_refused_with_a_clear_error():
     from micronas_jax.hardware import lut as lut_lib
 
