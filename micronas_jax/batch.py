@@ -173,6 +173,12 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _search_config(config: Mapping[str, Any]) -> search_lib.SearchConfig:
+    """A job's logged configuration (``Job.to_json``) as the SearchConfig it ran with; fields that
+    files written before them leave out take their defaults."""
+    return search_lib.SearchConfig(**{**config, "budgets": search_lib.Budgets(**config["budgets"])})
+
+
 def _endgame_groups(records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], list[Mapping[str, Any]]]:
     """The searches that logged an endgame, by (configuration name, dataset), in file order."""
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
@@ -255,27 +261,26 @@ def capped_endgames(records: Sequence[Mapping[str, Any]], ratios: Sequence[float
     bench = benchmark or benchmark_lib.BuiltinBenchmark()
     rows = []
     for (name, dataset), rs in _endgame_groups(records).items():
+        configs = [_search_config(r["job"]["config"]) for r in rs]
+        cell_acc = [{c["index"]: bench.query(c["index"]).test_accuracy[dataset]  # once for every k
+                     for c in r["result"]["endgame"]["cells"]} for r in rs]
         for k in ratios:
             picks, seeds, acc, lat, cap, rand, best, empty = [], [], [], [], [], [], [], 0
-            for r in rs:
-                config, eg = r["job"]["config"], r["result"]["endgame"]
+            for r, config, accs in zip(rs, configs, cell_acc, strict=True):
+                eg = r["result"]["endgame"]
                 limit = r["result"]["hardware"]["latency_ms"] / k
                 held = [c for c in eg["cells"] if c["latency_ms"] <= limit * (1 + 1e-9)]  # last-bit ties
                 if not held:
                     empty += 1
                     continue
-                own = config.get("endgame_w_latency")
-                weights = {"ntk": config["w_ntk"], "regions": config["w_regions"], "flops": config["w_flops"],
-                           "latency": config["w_latency"] if own is None else own}
-                i = search_lib.rerank_endgame({**eg, "cells": held}, weights, config.get("precision", 3))
-                accs = [bench.query(c["index"]).test_accuracy[dataset] for c in held]
+                i = search_lib.rerank_endgame({**eg, "cells": held}, config.endgame_weights, config.precision)
                 picks.append(i)
                 seeds.append(r["job"]["seed"])
-                acc.append(bench.query(i).test_accuracy[dataset])
+                acc.append(accs[i])
                 lat.append(next(c["latency_ms"] for c in held if c["index"] == i))
                 cap.append(limit)
-                rand.append(float(np.mean(accs)))
-                best.append(float(np.max(accs)))
+                rand.append(float(np.mean([accs[c["index"]] for c in held])))
+                best.append(float(np.max([accs[c["index"]] for c in held])))
             if not picks:
                 rows.append({"name": name, "dataset": dataset, "ratio": float(k), "searches": 0, "seeds": [],
                              "cells": [], "empty": empty})
