@@ -3,6 +3,7 @@
     python experiments/rerank.py --results=runs.jsonl --latency_weights=0,0.5,1,1.5,2,3 --json_out=rerank.json
     python experiments/rerank.py --results=runs.jsonl --latency_weights=0,2,4,6 --seeds=6-19  # held-out seeds
     python experiments/rerank.py --results=runs.jsonl --latency_weights=0,1,2 --w_regions=0  # NTK and latency only
+    python experiments/rerank.py --results=runs.jsonl --latency_weights=2,4 --w_flops=-1  # FLOPs rewarded
     python experiments/rerank.py --results=runs.jsonl --latency_weights=0 --cap_ratios=2,2.5  # told the latency
 
 Reads a results file of ``micronas-search --endgame=K`` and re-ranks each search's logged endgame
@@ -12,8 +13,9 @@ endgame stay as they ran under the search's own weights. Ratios and differences 
 latency weights are all 0, if there is exactly one), over the same ``--seeds``: a weight chosen on
 some seeds is judged on the others alone. Each row is exactly what a search with
 ``--endgame_w_latency`` at that weight finds: the same rounds, the same endgame scores.
-``--w_ntk`` and ``--w_regions`` replace the searches' proxy weights in the endgame alone (the rounds
-ran with their own; the baseline stays the configuration as it ran).
+``--w_ntk``, ``--w_regions`` and ``--w_flops`` replace the searches' weights in the endgame alone (the
+rounds ran with their own; the baseline stays the configuration as it ran); a negative ``--w_flops``
+rewards the cells with more FLOPs (as logged: NB201's count, or live edges' with ``--live_flops``).
 
 "best held %" is the mean over the searches of the most accurate cell (NB201's table) that each
 endgame held at no more than its pick's latency: the pick a perfect judge of accuracy would have
@@ -35,6 +37,8 @@ _WEIGHTS = flags.DEFINE_list("latency_weights", ["0", "1", "2", "3"], "Latency w
 _SEEDS = flags.DEFINE_list("seeds", [], "Only these seeds ('0-9', '3,5'); default every seed in the file.")
 _W_NTK = flags.DEFINE_float("w_ntk", None, "The endgame's NTK weight, if not each search's own.")
 _W_REGIONS = flags.DEFINE_float("w_regions", None, "The endgame's linear-region weight, if not each search's own.")
+_W_FLOPS = flags.DEFINE_float("w_flops", None, "The endgame's FLOPs weight, if not each search's own "
+                              "(negative: FLOPs rewarded).")
 _CAPS = flags.DEFINE_list("cap_ratios", [], "Also pick within each endgame's cells at most its own pick's "
                           "latency / k, for each k.")
 _BASELINE = flags.DEFINE_string("baseline", None, "Configuration name (as in the results) to compare against.")
@@ -61,7 +65,8 @@ def main(argv):
         records = [r for r in records if r["job"]["seed"] in wanted]
         if not records:
             raise app.UsageError(f"{_RESULTS.value}: no search with --seeds={','.join(_SEEDS.value)}")
-    proxy_weights = {k: f.value for k, f in (("ntk", _W_NTK), ("regions", _W_REGIONS)) if f.value is not None}
+    proxy_weights = {k: f.value for k, f in (("ntk", _W_NTK), ("regions", _W_REGIONS), ("flops", _W_FLOPS))
+                     if f.value is not None}
     ratios = cli.float_list("cap_ratios", _CAPS.value) if _CAPS.value else []
     try:
         rows = batch.rerank_endgames(records, weights, proxy_weights=proxy_weights)

@@ -195,8 +195,9 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
 
     Only the endgame is re-ranked, with its logged scores; each search's rounds stay as they ran
     under its own weights. Records without an endgame are left out. ``proxy_weights`` ({'ntk',
-    'regions'}, either or both, non-negative) replaces the searches' own proxy weights in the
-    endgame: what the proxies' balance does to the picks, rounds as they ran.
+    'regions', 'flops'}, any of them; 'ntk' and 'regions' non-negative, 'flops' of either sign, a
+    negative one rewarding FLOPs as ``SearchConfig.w_flops`` does) replaces the searches' own weights
+    in the endgame: what the indicators' balance does to the picks, rounds as they ran.
 
     Returns:
       one row per (configuration, dataset, weight): {'name', 'dataset', 'endgame_w_latency',
@@ -210,8 +211,9 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
     """
     proxy_weights = dict(proxy_weights or {})
     for k, v in proxy_weights.items():
-        if k not in ("ntk", "regions") or not (math.isfinite(v) and v >= 0):
-            raise ValueError(f"proxy_weights: {k}={v} (only 'ntk' and 'regions', finite and non-negative)")
+        if k not in ("ntk", "regions", "flops") or not math.isfinite(v) or (k != "flops" and v < 0):
+            raise ValueError(f"proxy_weights: {k}={v} (only 'ntk' and 'regions', finite and non-negative, "
+                             "and 'flops', finite)")
     bench = benchmark or benchmark_lib.BuiltinBenchmark()
     rows = []
     for (name, dataset), rs in _endgame_groups(records).items():
@@ -222,8 +224,8 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
             picks, acc, lat, every, best = [], [], [], [], []
             for r, (cell_lat, cell_acc) in zip(rs, held, strict=True):
                 config, eg = r["job"]["config"], r["result"]["endgame"]
-                weights = {"ntk": config["w_ntk"], "regions": config["w_regions"], **proxy_weights,
-                           "flops": config["w_flops"], "latency": float(w)}
+                weights = {"ntk": config["w_ntk"], "regions": config["w_regions"], "flops": config["w_flops"],
+                           **proxy_weights, "latency": float(w)}
                 i = search_lib.rerank_endgame(eg, weights, config.get("precision", 3))
                 picks.append(i)
                 every.append(bench.query(i).test_accuracy)

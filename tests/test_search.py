@@ -286,8 +286,16 @@ def test_rerank_endgames_of_a_batch_and_its_launcher(tmp_path, costs):
             assert i == cells[int(np.argmax([np.mean(c["regions"]) for c in cells]))]["index"]
     with pytest.raises(ValueError, match="regions=-1"):
         batch.rerank_endgames(records, [0.0], proxy_weights={"regions": -1.0})
-    with pytest.raises(ValueError, match="flops=1"):
-        batch.rerank_endgames(records, [0.0], proxy_weights={"flops": 1.0})
+    # FLOPs alone, rewarded: each endgame's cell with the most logged FLOPs (first by index).
+    by_flops = batch.rerank_endgames(records, [0.0], proxy_weights={"ntk": 0.0, "regions": 0.0, "flops": -1.0})
+    for r in by_flops:
+        for s, i in zip(r["seeds"], r["cells"], strict=True):
+            cells = found[r["name"], s]["endgame"]["cells"]
+            assert i == cells[int(np.argmax([c["mflops"] for c in cells]))]["index"]
+    with pytest.raises(ValueError, match="flops=inf"):
+        batch.rerank_endgames(records, [0.0], proxy_weights={"flops": float("inf")})
+    with pytest.raises(ValueError, match="latency=1"):
+        batch.rerank_endgames(records, [0.0], proxy_weights={"latency": 1.0})
     # Capped: each endgame held to its own pick's latency / k, ranked among those cells alone.
     capped = batch.capped_endgames(records, [1.0, 2.0, 1e9])
     assert [(r["name"], r["ratio"]) for r in capped] == [(n, k) for n in ("acc", "lat", "acc_eg5")
@@ -353,6 +361,13 @@ def test_rerank_endgames_of_a_batch_and_its_launcher(tmp_path, costs):
     doc = json.loads(out.read_text())
     assert doc["proxy_weights"] == {"ntk": 0.0, "regions": 1.0} and "endgame regions weight 1" in run.stdout
     assert [r["cells"] for r in doc["rows"]] == [r["cells"] for r in by_regions]
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "rerank.py"), f"--results={path}",
+                          "--latency_weights=0", "--w_ntk=0", "--w_regions=0", "--w_flops=-1", f"--json_out={out}"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["proxy_weights"]["flops"] == -1.0 and "endgame flops weight -1" in run.stdout
+    assert [r["cells"] for r in doc["rows"]] == [r["cells"] for r in by_flops]
     run = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "rerank.py"), f"--results={path}",
                           "--latency_weights=0", "--cap_ratios=1,2", f"--json_out={out}"],
                          capture_output=True, text=True, timeout=300)
