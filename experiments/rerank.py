@@ -4,6 +4,7 @@
     python experiments/rerank.py --results=runs.jsonl --latency_weights=0,2,4,6 --seeds=6-19  # held-out seeds
     python experiments/rerank.py --results=runs.jsonl --latency_weights=0,1,2 --w_regions=0  # NTK and latency only
     python experiments/rerank.py --results=runs.jsonl --latency_weights=2,4 --w_flops=-1  # FLOPs rewarded
+    python experiments/rerank.py --results=runs.jsonl --latency_weights=3 --w_regions=0 --w_naswot=0.5  # NASWOT
     python experiments/rerank.py --results=runs.jsonl --latency_weights=0 --cap_ratios=2,2.5  # told the latency
 
 Reads a results file of ``micronas-search --endgame=K`` and re-ranks each search's logged endgame
@@ -16,6 +17,10 @@ some seeds is judged on the others alone. Each row is exactly what a search with
 ``--w_ntk``, ``--w_regions`` and ``--w_flops`` replace the searches' weights in the endgame alone (the
 rounds ran with their own; the baseline stays the configuration as it ran); a negative ``--w_flops``
 rewards the cells with more FLOPs (as logged: NB201's count, or live edges' with ``--live_flops``).
+``--w_naswot`` adds NASWOT (``micronas_jax.proxies.naswot``; not part of MicroNAS's objective), which the
+searches did not log: it is computed here for every endgame cell, on the searches' own proxy network and
+inputs, one draw from ``--naswot_seed`` with ``--naswot_batch`` inputs (0.35 s a cell on 2 cores at C = 3,
+N = 3), and ranked beside the logged indicators, larger scores better.
 
 "best held %" is the mean over the searches of the most accurate cell (NB201's table) that each
 endgame held at no more than its pick's latency: the pick a perfect judge of accuracy would have
@@ -39,6 +44,12 @@ _W_NTK = flags.DEFINE_float("w_ntk", None, "The endgame's NTK weight, if not eac
 _W_REGIONS = flags.DEFINE_float("w_regions", None, "The endgame's linear-region weight, if not each search's own.")
 _W_FLOPS = flags.DEFINE_float("w_flops", None, "The endgame's FLOPs weight, if not each search's own "
                               "(negative: FLOPs rewarded).")
+_W_NASWOT = flags.DEFINE_float("w_naswot", None, "Also rank the endgame cells by NASWOT, computed here, with this "
+                               "weight (larger scores better).")
+_NASWOT_SEED = flags.DEFINE_integer("naswot_seed", 100, "PRNG seed of NASWOT's one draw (variables and inputs).")
+_NASWOT_BATCH = flags.DEFINE_integer("naswot_batch", 64, "Inputs in NASWOT's batch (the kernel is batch x batch).")
+_DATA_PATH = flags.DEFINE_string("data_path", None, "The searches' training images, if they ran on real ones "
+                                 "(NASWOT only).")
 _CAPS = flags.DEFINE_list("cap_ratios", [], "Also pick within each endgame's cells at most its own pick's "
                           "latency / k, for each k.")
 _BASELINE = flags.DEFINE_string("baseline", None, "Configuration name (as in the results) to compare against.")
@@ -68,8 +79,15 @@ def main(argv):
     proxy_weights = {k: f.value for k, f in (("ntk", _W_NTK), ("regions", _W_REGIONS), ("flops", _W_FLOPS))
                      if f.value is not None}
     ratios = cli.float_list("cap_ratios", _CAPS.value) if _CAPS.value else []
+    extra = {}
     try:
-        rows = batch.rerank_endgames(records, weights, proxy_weights=proxy_weights)
+        if _W_NASWOT.value is not None:
+            if _NASWOT_BATCH.value < 2:
+                raise ValueError(f"--naswot_batch={_NASWOT_BATCH.value}: NASWOT needs at least 2 inputs")
+            proxy_weights["naswot"] = _W_NASWOT.value
+            scores = batch.endgame_naswot(records, _NASWOT_SEED.value, _NASWOT_BATCH.value, _DATA_PATH.value)
+            extra = {"naswot": {i: -v for i, v in scores.items()}}  # ranked lower = better
+        rows = batch.rerank_endgames(records, weights, proxy_weights=proxy_weights, extra_indicators=extra)
         capped = batch.capped_endgames(records, ratios)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
@@ -120,6 +138,9 @@ def main(argv):
               f"{ref[d]['hardware']['latency_ms']:.1f} ms")
     cli.write_json(_JSON_OUT.value, {"results": _RESULTS.value, "seeds": seeds, "baseline": baseline,
                                      "proxy_weights": proxy_weights, "rows": rows, "capped": capped,
+                                     **({"naswot": {"seed": _NASWOT_SEED.value, "batch": _NASWOT_BATCH.value,
+                                                    "scores": {str(i): -v for i, v in extra["naswot"].items()}}}
+                                        if extra else {}),
                                      "reference": {"cell": reference.to_string(), "index": reference.index, **ref}})
 
 

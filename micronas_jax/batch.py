@@ -16,11 +16,13 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 from absl import logging
 from tqdm import tqdm
 
 from micronas_jax import benchmark as benchmark_lib
+from micronas_jax import inputs as inputs_lib
 from micronas_jax import search as search_lib
 from micronas_jax.proxies import engine as engine_lib
 
@@ -188,9 +190,50 @@ def _endgame_groups(records: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str
     return groups
 
 
+def endgame_naswot(records: Sequence[Mapping[str, Any]], seed: int = 100, batch_size: int = 64,
+                   data_path: str | None = None, chunk: int = 32) -> dict[int, float]:
+    """NASWOT (``ProxyEngine.naswot_cells``) of every cell the logged endgames hold, on the
+    searches' own proxy network and inputs (rebuilt from the results' proxy fingerprint; real
+    images from ``data_path``), one draw from ``jax.random.PRNGKey(seed)`` for all of them.
+
+    Returns {NB201 index: score}, larger = the codes further apart.
+
+    Raises:
+      ValueError: the endgames come from more than one dataset or proxy configuration, or their
+        inputs were real images and ``data_path`` gives others (or none).
+    """
+    groups = {(r["job"]["dataset"], json.dumps(json.loads(r["key"])["proxy"], sort_keys=True))
+              for rs in _endgame_groups(records).values() for r in rs}
+    if not groups:
+        return {}
+    if len(groups) != 1:
+        raise ValueError(f"NASWOT is computed on one proxy network and input source; the endgames have "
+                         f"{len(groups)}: {sorted(groups)}")
+    ((dataset, fingerprint),) = groups
+    proxy = json.loads(fingerprint)
+    logged = proxy.pop("inputs")
+    source = next((inputs_lib.ImageSource(dataset, synthetic_kind=k) for k in inputs_lib.SYNTHETIC
+                   if inputs_lib.ImageSource(dataset, synthetic_kind=k).describe() == logged), None)
+    if source is None:
+        source = inputs_lib.load_images(dataset, data_path) if data_path else None
+        if source is None or source.describe() != logged:
+            raise ValueError(f"the searches ran on {logged!r}; give those images' path "
+                             f"(got {source.describe() if source else 'no path'})")
+    engine = engine_lib.ProxyEngine(engine_lib.ProxyConfig(dataset=dataset, **proxy), source)
+    cells = sorted({c["index"] for rs in _endgame_groups(records).values() for r in rs
+                    for c in r["result"]["endgame"]["cells"]})
+    logging.info("NASWOT of %d endgame cells (%s, C=%d, N=%d, batch %d, seed %d)", len(cells), source.describe(),
+                 engine.config.C, engine.config.N, batch_size, seed)
+    scores = []
+    for start in tqdm(range(0, len(cells), 256), desc="NASWOT", unit="x256 cells"):
+        scores.append(engine.naswot_cells(cells[start:start + 256], jax.random.PRNGKey(seed), batch_size, chunk))
+    return dict(zip(cells, np.concatenate(scores).tolist(), strict=True)) if cells else {}
+
+
 def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Sequence[float],
                     benchmark: benchmark_lib.Benchmark | None = None,
-                    proxy_weights: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+                    proxy_weights: Mapping[str, float] | None = None,
+                    extra_indicators: Mapping[str, Mapping[int, float]] | None = None) -> list[dict[str, Any]]:
     """What the logged endgames of a batch pick at other latency weights (``search.rerank_endgame``).
 
     Only the endgame is re-ranked, with its logged scores; each search's rounds stay as they ran
@@ -198,6 +241,9 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
     'regions', 'flops'}, any of them; 'ntk' and 'regions' non-negative, 'flops' of either sign, a
     negative one rewarding FLOPs as ``SearchConfig.w_flops`` does) replaces the searches' own weights
     in the endgame: what the indicators' balance does to the picks, rounds as they ran.
+    ``extra_indicators`` adds indicators the searches did not log ({name: {NB201 index: value}},
+    lower = better, e.g. minus ``ProxyEngine.naswot_cells``), each counting with its weight in
+    ``proxy_weights`` (non-negative; absent = 0).
 
     Returns:
       one row per (configuration, dataset, weight): {'name', 'dataset', 'endgame_w_latency',
@@ -209,11 +255,11 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
       a perfect judge of accuracy would have found at that latency, so ``best_held - accuracy``
       is what the proxies left in the state, apart from what the rounds pruned before.
     """
-    proxy_weights = dict(proxy_weights or {})
+    proxy_weights, extra = dict(proxy_weights or {}), dict(extra_indicators or {})
     for k, v in proxy_weights.items():
-        if k not in ("ntk", "regions", "flops") or not math.isfinite(v) or (k != "flops" and v < 0):
-            raise ValueError(f"proxy_weights: {k}={v} (only 'ntk' and 'regions', finite and non-negative, "
-                             "and 'flops', finite)")
+        if k not in ("ntk", "regions", "flops", *extra) or not math.isfinite(v) or (k != "flops" and v < 0):
+            raise ValueError(f"proxy_weights: {k}={v} (only 'ntk', 'regions' and extra indicators "
+                             f"({', '.join(extra) or 'none given'}), finite and non-negative, and 'flops', finite)")
     bench = benchmark or benchmark_lib.BuiltinBenchmark()
     rows = []
     for (name, dataset), rs in _endgame_groups(records).items():
@@ -226,7 +272,7 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
                 config, eg = r["job"]["config"], r["result"]["endgame"]
                 weights = {"ntk": config["w_ntk"], "regions": config["w_regions"], "flops": config["w_flops"],
                            **proxy_weights, "latency": float(w)}
-                i = search_lib.rerank_endgame(eg, weights, config.get("precision", 3))
+                i = search_lib.rerank_endgame(eg, weights, config.get("precision", 3), extra)
                 picks.append(i)
                 every.append(bench.query(i).test_accuracy)
                 acc.append(every[-1][dataset])

@@ -468,11 +468,13 @@ def score_endgame(engine: engine_lib.ProxyEngine, indices: np.ndarray, costs: Sp
     return {"round": round_index, "cells": cells, "chosen": int(indices[best])}
 
 
-def rerank_endgame(endgame: Mapping[str, Any], weights: Mapping[str, float], precision: int = 3) -> int:
+def rerank_endgame(endgame: Mapping[str, Any], weights: Mapping[str, float], precision: int = 3,
+                   extra: Mapping[str, Mapping[int, float]] | None = None) -> int:
     """The NB201 index of the cell that a logged endgame (``SearchResult.endgame``) picks under
     other weights: its logged scores, ranked as ``score_endgame`` ranks them (the search's own
     weights give back its 'chosen'). Traces what a weight does to the endgame without scoring again;
-    the rounds before it stay as they ran."""
+    the rounds before it stay as they ran. ``extra``: further indicators, lower = better, by name
+    and NB201 index (every endgame cell needs one), ranked beside the logged ones with ``weights[name]``."""
     cells = endgame["cells"]
     if not cells:
         raise ValueError("the endgame log has no cells")
@@ -480,6 +482,14 @@ def rerank_endgame(endgame: Mapping[str, Any], weights: Mapping[str, float], pre
     indicators = {**cell_indicators(ntk, np.array([c["regions"] for c in cells], np.float64)),
                   "flops": np.array([c["mflops"] for c in cells], np.float64),
                   "latency": np.array([c["latency_ms"] for c in cells], np.float64)}
+    for name, by_index in (extra or {}).items():
+        if name in indicators:
+            raise ValueError(f"extra indicator {name!r} is one of the logged ones")
+        missing = [c["index"] for c in cells if c["index"] not in by_index]
+        if missing:
+            raise ValueError(f"extra indicator {name!r} has no value for cells {missing[:5]} "
+                             f"({len(missing)} of the endgame's {len(cells)})")
+        indicators[name] = np.array([by_index[c["index"]] for c in cells], np.float64)
     _, combined = combine(indicators, weights, precision)
     return int(cells[int(np.argmin(combined))]["index"])  # first minimum: cells are logged by index
 

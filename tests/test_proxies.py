@@ -12,7 +12,7 @@ from cells import network as nw
 from cells import skeleton as sk
 from cells import space
 from micronas_jax.proxies import engine as engine_lib
-from micronas_jax.proxies import linear_regions, ntk
+from micronas_jax.proxies import linear_regions, naswot, ntk
 from tests import numpy_reference
 
 SMALL = sk.Skeleton(C=2, N=1, num_classes=4, resolution=8)
@@ -219,6 +219,53 @@ def test_region_count_equals_bruteforce_numpy(unroll_cells):
         _, state = standalone.apply(nw.select_params(v, cell), x, train=True,
                                     mutable=["batch_stats", "intermediates"])
         np.testing.assert_array_equal(linear_regions.activation_patterns(state["intermediates"], mask), patterns)
+
+
+def test_naswot_kernel_equals_float64_numpy_reference():
+    """NASWOT's K through the masked supernet (masked-out ReLUs left out of the code and of N_A)
+    against K = N_A - Hamming built in NumPy from the float64 reference network's codes."""
+    thin = linear_regions.thin_skeleton(C=1, input_size=3)
+    model = nw.NB201Network(thin, unroll_cells=True)
+    x = jax.random.normal(jax.random.key(5), (40, 3, 3, 1))
+    apply = lambda v, x, m: model.apply(v, x, m, train=True, mutable=["batch_stats", "intermediates"])  # noqa: E731
+    for index in CELLS:
+        cell = space.from_index(index)
+        v = model.init(jax.random.key(index), x, jnp.ones((6, 5)), train=False)
+        codes = numpy_reference.thin_patterns(v, np.asarray(x), cell.ops).astype(np.float64)
+        want = codes.shape[1] - (codes @ (1 - codes).T + (1 - codes) @ codes.T)
+        got = np.asarray(naswot.kernel(apply, v, x, jnp.asarray(cell.matrix)))
+        np.testing.assert_array_equal(got, want, err_msg=str(cell))
+        sign, logdet = np.linalg.slogdet(want)
+        assert naswot.log_det(got) == (logdet if sign > 0 else -np.inf)
+
+
+def test_naswot_hamming_kernel_and_singular_kernels():
+    rng = np.random.default_rng(0)
+    codes = rng.random((12, 50)) < 0.5
+    codes[:, 45:] = False  # masked-out units: no part of d_H, and not counted in N_A
+    k = np.asarray(naswot.hamming_kernel(jnp.asarray(codes), 45))
+    brute = np.array([[45 - np.sum(a != b) for b in codes] for a in codes])
+    np.testing.assert_array_equal(k, brute)
+    assert np.isfinite(naswot.log_det(k))
+    codes[1] = codes[0]  # two inputs with one code: K singular
+    assert naswot.log_det(np.asarray(naswot.hamming_kernel(jnp.asarray(codes), 45))) == -np.inf
+    swapped = k[[1, 0, *range(2, 12)]]  # |K| with its sign flipped: not a kernel's
+    np.testing.assert_array_equal(naswot.log_det(np.stack([k, swapped])), [naswot.log_det(k), -np.inf])
+
+
+def test_naswot_cells_batched_deterministic_and_compiled_once():
+    eng = _small_engine()
+    key = jax.random.key(3)
+    cells = [*CELLS, "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"]
+    a = eng.naswot_cells(cells, key, batch_size=8)
+    assert a.shape == (len(cells),) and a.dtype == np.float64 and not np.isnan(a).any()
+    np.testing.assert_array_equal(eng.naswot_cells(cells, key, batch_size=8), a)
+    np.testing.assert_allclose(eng.naswot_cells(cells, key, batch_size=8, chunk=2), a, rtol=1e-6)
+    np.testing.assert_allclose(np.concatenate([eng.naswot_cells([c], key, batch_size=8) for c in cells]), a,
+                               rtol=1e-6)
+    assert eng.traces["naswot"] == 2  # chunk 32 and chunk 2
+    assert not np.array_equal(eng.naswot_cells(cells, jax.random.key(4), batch_size=8), a)
+    assert eng.naswot_cells([], key).shape == (0,)
 
 
 def test_unique_row_counting():

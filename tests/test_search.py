@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cells import space
-from micronas_jax import batch, benchmark, search
+from micronas_jax import batch, benchmark, inputs, search
 from micronas_jax.hardware import latency as latency_lib
 from micronas_jax.proxies import engine as engine_lib
 
@@ -635,6 +635,55 @@ def test_launcher_endgame_latency_weights_span_the_grid():
         assert [c.endgame_w_latency for c in search_cli.configs().values()] == [None]
     with flagsaver.flagsaver(endgame_w_latency=["1"]), pytest.raises(app.UsageError, match="needs an endgame"):
         search_cli.configs()
+
+
+def test_rerank_endgames_with_naswot(tmp_path, costs):
+    """NASWOT in the endgame: computed for every logged endgame cell on the searches' own proxy
+    network and inputs (here a small real one), ranked beside the logged indicators."""
+    fake = tmp_path / "fake.jsonl"
+    batch.run(batch.grid([0, 1], ["cifar10"], {"acc": search.SearchConfig(repeats=1, endgame=64)}), fake,
+              lambda d: FakeEngine(d), costs=lambda d: costs, progress=False)
+    with pytest.raises(ValueError, match="'fake'"):  # inputs it cannot rebuild: named
+        batch.endgame_naswot(list(batch.read_results(fake).values()))
+    config = engine_lib.ProxyConfig(C=2, N=1, batch_size=8, lr_batch=64, lr_batches=2)
+    source = inputs.ImageSource("cifar10")
+    records = []
+    for r in batch.read_results(fake).values():  # as if a small real engine had run them
+        key = json.loads(r["key"])
+        key["proxy"] = batch.proxy_fingerprint(config, source.describe())
+        records.append({**r, "key": json.dumps(key, sort_keys=True)})
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    scores = batch.endgame_naswot(records, seed=5, batch_size=8)
+    cells = sorted({c["index"] for r in records for c in r["result"]["endgame"]["cells"]})
+    assert sorted(scores) == cells
+    direct = engine_lib.ProxyEngine(config, source).naswot_cells(cells, jax.random.PRNGKey(5), 8)
+    np.testing.assert_allclose([scores[i] for i in cells], direct, rtol=1e-6)
+    # NASWOT alone picks each endgame's highest score (ties: the first logged).
+    rows = batch.rerank_endgames(records, [0.0], proxy_weights={"ntk": 0.0, "regions": 0.0, "naswot": 1.0},
+                                 extra_indicators={"naswot": {i: -v for i, v in scores.items()}})
+    by_seed = {r["job"]["seed"]: r["result"]["endgame"]["cells"] for r in records}
+    want = [by_seed[s][int(np.argmax([round(scores[c["index"]], 3) for c in by_seed[s]]))]["index"]
+            for s in rows[0]["seeds"]]
+    assert rows[0]["cells"] == want
+    with pytest.raises(ValueError, match="naswot=1"):  # a weight for an indicator nobody computed
+        batch.rerank_endgames(records, [0.0], proxy_weights={"naswot": 1.0})
+    with pytest.raises(ValueError, match="no value for cells"):
+        search.rerank_endgame(records[0]["result"]["endgame"], {"naswot": 1.0}, extra={"naswot": {}})
+    with pytest.raises(ValueError, match="'ntk' is one of the logged"):
+        search.rerank_endgame(records[0]["result"]["endgame"], {"ntk": 1.0}, extra={"ntk": {}})
+    out = tmp_path / "rerank.json"
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "rerank.py"), f"--results={path}",
+                          "--latency_weights=0", "--w_ntk=0", "--w_regions=0", "--w_naswot=1", "--naswot_seed=5",
+                          "--naswot_batch=8", f"--json_out={out}"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert "endgame naswot weight 1" in run.stdout and doc["naswot"]["seed"] == 5
+    assert {int(i): v for i, v in doc["naswot"]["scores"].items()} == pytest.approx(scores)
+    assert doc["rows"][0]["cells"] == want
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "rerank.py"), f"--results={path}",
+                          "--w_naswot=1", "--naswot_batch=1"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "--naswot_batch=1" in bad.stderr
 
 
 @pytest.mark.parametrize("preset, expected", [

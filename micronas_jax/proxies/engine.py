@@ -41,7 +41,7 @@ from cells import ops as ops_lib
 from cells import skeleton as sk
 from cells import space
 from micronas_jax import inputs as inputs_lib
-from micronas_jax.proxies import linear_regions, ntk
+from micronas_jax.proxies import linear_regions, naswot, ntk
 
 _PYTORCH_UNIFORM = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 INITS = {
@@ -234,6 +234,20 @@ class ProxyEngine:
             count = functools.partial(linear_regions.count_regions, lr_apply, v, xs)
             return jax.vmap(lambda m: count(prep(m)))(masks)
 
+        def naswot_init(key, x):
+            self._traced("naswot_init")
+            return self.ntk_net.init(key, x, ones, train=False, mutable=["params", "batch_stats"])
+
+        @jax.jit
+        def naswot_kernels(v, x, masks):
+            self._traced("naswot")
+            def apply(v, x, m):  # the masked supernet, as the regions' network runs
+                return self.ntk_net.apply(v, x, prep(m), train=True, mutable=["batch_stats", "intermediates"])
+            return jax.vmap(lambda m: naswot.kernel(apply, v, x, m))(masks)
+
+        self._naswot_init = functools.partial(jax.jit, compiler_options=level_1)(naswot_init)
+        self._naswot_kernels = naswot_kernels
+
         if self.source.synthetic:
             self._ntk_inputs = jax.jit(lambda k: self.source.batch(k, c.batch_size))
             self._lr_inputs = jax.jit(self._crops)
@@ -333,6 +347,22 @@ class ProxyEngine:
         padded = np.concatenate([masks, np.repeat(masks[-1:], (1 << max(k - 1, 0).bit_length()) - k, axis=0)])
         out = self._timed(self._regions, draw.lr_variables, draw.lr_inputs, jnp.asarray(padded))
         return np.asarray(out)[:k].astype(np.int64)
+
+    def naswot_cells(self, cells: Sequence[space.ArchLike], key: jax.Array, batch_size: int = 64,
+                     chunk: int = 32) -> np.ndarray:
+        """float64[K] NASWOT scores (``proxies.naswot``, larger = codes further apart) of K cells
+        under one draw of its own: the NTK network's variables initialised from ``key`` itself and
+        ``batch_size`` inputs from ``fold_in(key, 1)``, BatchNorm on the batch's statistics; the
+        cells ``chunk`` at a time (vmapped), the last chunk padded so that one function serves all."""
+        masks = np.stack([space.as_cell(c).matrix for c in cells]) if len(cells) else np.zeros((0, 6, 5))
+        x = self.source.batch(jax.random.fold_in(key, 1), batch_size)
+        v = self._timed(self._naswot_init, key, jnp.zeros_like(x))
+        out = []
+        for start in range(0, len(masks), chunk):
+            part = masks[start:start + chunk]
+            padded = np.concatenate([part, np.repeat(part[-1:], chunk - len(part), axis=0)]).astype(np.float32)
+            out.append(np.asarray(self._timed(self._naswot_kernels, v, x, jnp.asarray(padded)))[:len(part)])
+        return naswot.log_det(np.concatenate(out)) if out else np.zeros(0)
 
     def ntk_cells(self, cells: Sequence[space.ArchLike], keys: Sequence[jax.Array]) -> ntk.Conditioning:
         """Condition numbers float64[K, S] of K cells under S seeds."""
