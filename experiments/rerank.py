@@ -79,14 +79,14 @@ def main(argv):
     proxy_weights = {k: f.value for k, f in (("ntk", _W_NTK), ("regions", _W_REGIONS), ("flops", _W_FLOPS))
                      if f.value is not None}
     ratios = cli.float_list("cap_ratios", _CAPS.value) if _CAPS.value else []
-    extra = {}
+    extra, naswot_scores = {}, {}
     try:
         if _W_NASWOT.value is not None:
             if _NASWOT_BATCH.value < 2:
                 raise ValueError(f"--naswot_batch={_NASWOT_BATCH.value}: NASWOT needs at least 2 inputs")
             proxy_weights["naswot"] = _W_NASWOT.value
-            scores = batch.endgame_naswot(records, _NASWOT_SEED.value, _NASWOT_BATCH.value, _DATA_PATH.value)
-            extra = {"naswot": {i: -v for i, v in scores.items()}}  # ranked lower = better
+            naswot_scores = batch.endgame_naswot(records, _NASWOT_SEED.value, _NASWOT_BATCH.value, _DATA_PATH.value)
+            extra = {"naswot": {i: -v for i, v in naswot_scores.items()}}  # ranked lower = better
         rows = batch.rerank_endgames(records, weights, proxy_weights=proxy_weights, extra_indicators=extra)
         capped = batch.capped_endgames(records, ratios)
     except ValueError as e:
@@ -139,7 +139,7 @@ def main(argv):
     cli.write_json(_JSON_OUT.value, {"results": _RESULTS.value, "seeds": seeds, "baseline": baseline,
                                      "proxy_weights": proxy_weights, "rows": rows, "capped": capped,
                                      **({"naswot": {"seed": _NASWOT_SEED.value, "batch": _NASWOT_BATCH.value,
-                                                    "scores": {str(i): -v for i, v in extra["naswot"].items()}}}
+                                                    "scores": {str(i): v for i, v in naswot_scores.items()}}}
                                         if extra else {}),
                                      "reference": {"cell": reference.to_string(), "index": reference.index, **ref}})
 

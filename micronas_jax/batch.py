@@ -202,8 +202,8 @@ def endgame_naswot(records: Sequence[Mapping[str, Any]], seed: int = 100, batch_
       ValueError: the endgames come from more than one dataset or proxy configuration, or their
         inputs were real images and ``data_path`` gives others (or none).
     """
-    groups = {(r["job"]["dataset"], json.dumps(json.loads(r["key"])["proxy"], sort_keys=True))
-              for rs in _endgame_groups(records).values() for r in rs}
+    searches = [r for rs in _endgame_groups(records).values() for r in rs]
+    groups = {(r["job"]["dataset"], json.dumps(json.loads(r["key"])["proxy"], sort_keys=True)) for r in searches}
     if not groups:
         return {}
     if len(groups) != 1:
@@ -212,22 +212,19 @@ def endgame_naswot(records: Sequence[Mapping[str, Any]], seed: int = 100, batch_
     ((dataset, fingerprint),) = groups
     proxy = json.loads(fingerprint)
     logged = proxy.pop("inputs")
-    source = next((inputs_lib.ImageSource(dataset, synthetic_kind=k) for k in inputs_lib.SYNTHETIC
-                   if inputs_lib.ImageSource(dataset, synthetic_kind=k).describe() == logged), None)
+    source = next((s for s in (inputs_lib.ImageSource(dataset, synthetic_kind=k) for k in inputs_lib.SYNTHETIC)
+                   if s.describe() == logged), None)
     if source is None:
         source = inputs_lib.load_images(dataset, data_path) if data_path else None
         if source is None or source.describe() != logged:
             raise ValueError(f"the searches ran on {logged!r}; give those images' path "
                              f"(got {source.describe() if source else 'no path'})")
     engine = engine_lib.ProxyEngine(engine_lib.ProxyConfig(dataset=dataset, **proxy), source)
-    cells = sorted({c["index"] for rs in _endgame_groups(records).values() for r in rs
-                    for c in r["result"]["endgame"]["cells"]})
+    cells = sorted({c["index"] for r in searches for c in r["result"]["endgame"]["cells"]})
     logging.info("NASWOT of %d endgame cells (%s, C=%d, N=%d, batch %d, seed %d)", len(cells), source.describe(),
                  engine.config.C, engine.config.N, batch_size, seed)
-    scores = []
-    for start in tqdm(range(0, len(cells), 256), desc="NASWOT", unit="x256 cells"):
-        scores.append(engine.naswot_cells(cells[start:start + 256], jax.random.PRNGKey(seed), batch_size, chunk))
-    return dict(zip(cells, np.concatenate(scores).tolist(), strict=True)) if cells else {}
+    scores = engine.naswot_cells(cells, jax.random.PRNGKey(seed), batch_size, chunk, progress=True)
+    return dict(zip(cells, scores.tolist(), strict=True))
 
 
 def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Sequence[float],

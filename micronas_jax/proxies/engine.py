@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import linen as nn
+from tqdm import tqdm
 
 from cells import network as nw
 from cells import ops as ops_lib
@@ -349,16 +350,17 @@ class ProxyEngine:
         return np.asarray(out)[:k].astype(np.int64)
 
     def naswot_cells(self, cells: Sequence[space.ArchLike], key: jax.Array, batch_size: int = 64,
-                     chunk: int = 32) -> np.ndarray:
+                     chunk: int = 32, progress: bool = False) -> np.ndarray:
         """float64[K] NASWOT scores (``proxies.naswot``, larger = codes further apart) of K cells
         under one draw of its own: the NTK network's variables initialised from ``key`` itself and
         ``batch_size`` inputs from ``fold_in(key, 1)``, BatchNorm on the batch's statistics; the
-        cells ``chunk`` at a time (vmapped), the last chunk padded so that one function serves all."""
+        cells ``chunk`` at a time (vmapped), the last chunk padded so that one function serves all;
+        a progress bar over the cells with ``progress``."""
         masks = np.stack([space.as_cell(c).matrix for c in cells]) if len(cells) else np.zeros((0, 6, 5))
         x = self.source.batch(jax.random.fold_in(key, 1), batch_size)
         v = self._timed(self._naswot_init, key, jnp.zeros_like(x))
         out = []
-        for start in range(0, len(masks), chunk):
+        for start in tqdm(range(0, len(masks), chunk), desc="NASWOT", unit=f"x{chunk} cells", disable=not progress):
             part = masks[start:start + chunk]
             padded = np.concatenate([part, np.repeat(part[-1:], chunk - len(part), axis=0)]).astype(np.float32)
             out.append(np.asarray(self._timed(self._naswot_kernels, v, x, jnp.asarray(padded)))[:len(part)])
