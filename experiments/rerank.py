@@ -6,6 +6,7 @@
     python experiments/rerank.py --results=runs.jsonl --latency_weights=2,4 --w_flops=-1  # FLOPs rewarded
     python experiments/rerank.py --results=runs.jsonl --latency_weights=3 --w_regions=0 --w_naswot=0.5  # NASWOT
     python experiments/rerank.py --results=runs.jsonl --latency_weights=0 --cap_ratios=2,2.5  # told the latency
+    python experiments/rerank.py --results=runs.jsonl --latency_weights=0.5 --classes  # class-aware endgame
 
 Reads a results file of ``micronas-search --endgame=K`` and re-ranks each search's logged endgame
 cells (their NTK, region, FLOPs and latency scores as logged) at each weight; the rounds before the
@@ -25,6 +26,11 @@ N = 3), and ranked beside the logged indicators, larger scores better.
 "best held %" is the mean over the searches of the most accurate cell (NB201's table) that each
 endgame held at no more than its pick's latency: the pick a perfect judge of accuracy would have
 made at that latency, so its gap to "accuracy %" is what the proxies lost within the endgame.
+
+``--classes`` picks by the class-aware endgame (``search.class_endgame``): the endgame's cells grouped
+by latency (to 0.1 ms), the classes ranked by the best NTK rank among their cells plus each latency
+weight times their latency rank, then the chosen class's cell with the most linear regions; no
+search ran with it, so each row is what that rule would have picked from the logged scores.
 
 ``--cap_ratios=k,...`` adds a second table: each search's endgame held to the cells at most its own
 pick's latency / k, ranked among themselves under the search's own weights (``batch.capped_endgames``):
@@ -52,6 +58,8 @@ _DATA_PATH = flags.DEFINE_string("data_path", None, "The searches' training imag
                                  "(NASWOT only).")
 _CAPS = flags.DEFINE_list("cap_ratios", [], "Also pick within each endgame's cells at most its own pick's "
                           "latency / k, for each k.")
+_CLASSES = flags.DEFINE_bool("classes", False, "Pick by the class-aware endgame (latency classes by best NTK "
+                             "rank + latency weight x latency rank, then most regions) instead of rank sums.")
 _BASELINE = flags.DEFINE_string("baseline", None, "Configuration name (as in the results) to compare against.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Write the rows as JSON here.")
 
@@ -87,7 +95,10 @@ def main(argv):
             proxy_weights["naswot"] = _W_NASWOT.value
             naswot_scores = batch.endgame_naswot(records, _NASWOT_SEED.value, _NASWOT_BATCH.value, _DATA_PATH.value)
             extra = {"naswot": {i: -v for i, v in naswot_scores.items()}}  # ranked lower = better
-        rows = batch.rerank_endgames(records, weights, proxy_weights=proxy_weights, extra_indicators=extra)
+        if _CLASSES.value and proxy_weights:
+            raise ValueError(f"--classes takes no proxy weights ({', '.join(f'--w_{k}' for k in proxy_weights)})")
+        rows = batch.rerank_endgames(records, weights, proxy_weights=proxy_weights, extra_indicators=extra,
+                                     classes=_CLASSES.value)
         capped = batch.capped_endgames(records, ratios)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
@@ -105,7 +116,8 @@ def main(argv):
     seeds = sorted({r["job"]["seed"] for r in records})
     print(f"endgames re-ranked at other latency weights (rounds as they ran); {_RESULTS.value}, "
           f"seeds {', '.join(map(str, seeds))}"
-          + "".join(f"; endgame {k} weight {v:g}" for k, v in proxy_weights.items()))
+          + "".join(f"; endgame {k} weight {v:g}" for k, v in proxy_weights.items())
+          + ("; class-aware endgame (weight: the class latency weight)" if _CLASSES.value else ""))
     w = max(len(r["name"]) for r in rows) + 2
     print(f"{'configuration':<{w}}{'dataset':<10}{'endgame w':>11}{'n':>4}{'accuracy %':>17}{'latency ms':>17}"
           f"{'best held %':>13}"
@@ -137,6 +149,7 @@ def main(argv):
         print(f"reference --arch #{reference.index} on {d}: {ref[d]['nb201']['test_accuracy'][d]:.2f}%, "
               f"{ref[d]['hardware']['latency_ms']:.1f} ms")
     cli.write_json(_JSON_OUT.value, {"results": _RESULTS.value, "seeds": seeds, "baseline": baseline,
+                                     "rule": "classes" if _CLASSES.value else "ranks",
                                      "proxy_weights": proxy_weights, "rows": rows, "capped": capped,
                                      **({"naswot": {"seed": _NASWOT_SEED.value, "batch": _NASWOT_BATCH.value,
                                                     "scores": {str(i): v for i, v in naswot_scores.items()}}}

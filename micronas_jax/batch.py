@@ -230,7 +230,8 @@ def endgame_naswot(records: Sequence[Mapping[str, Any]], seed: int = 100, batch_
 def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Sequence[float],
                     benchmark: benchmark_lib.Benchmark | None = None,
                     proxy_weights: Mapping[str, float] | None = None,
-                    extra_indicators: Mapping[str, Mapping[int, float]] | None = None) -> list[dict[str, Any]]:
+                    extra_indicators: Mapping[str, Mapping[int, float]] | None = None,
+                    classes: bool = False) -> list[dict[str, Any]]:
     """What the logged endgames of a batch pick at other latency weights (``search.rerank_endgame``).
 
     Only the endgame is re-ranked, with its logged scores; each search's rounds stay as they ran
@@ -251,8 +252,15 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
       accuracy of the most accurate cell its endgame held at no more than the pick's latency: what
       a perfect judge of accuracy would have found at that latency, so ``best_held - accuracy``
       is what the proxies left in the state, apart from what the rounds pruned before.
+
+    With ``classes`` the endgames pick by ``search.class_endgame`` instead (latency classes ranked by
+    their best NTK rank plus the weight times their latency rank, then the class's cell with the
+    most regions), each weight the class latency weight; ``proxy_weights`` and ``extra_indicators``
+    do not apply, and each row has 'rule': 'classes' (else 'ranks').
     """
     proxy_weights, extra = dict(proxy_weights or {}), dict(extra_indicators or {})
+    if classes and (proxy_weights or extra):
+        raise ValueError("the class-aware endgame takes no proxy weights or extra indicators")
     for k, v in proxy_weights.items():
         if k not in ("ntk", "regions", "flops", *extra) or not math.isfinite(v) or (k != "flops" and v < 0):
             raise ValueError(f"proxy_weights: {k}={v} (only 'ntk', 'regions' and extra indicators "
@@ -269,7 +277,10 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
                 config, eg = r["job"]["config"], r["result"]["endgame"]
                 weights = {"ntk": config["w_ntk"], "regions": config["w_regions"], "flops": config["w_flops"],
                            **proxy_weights, "latency": float(w)}
-                i = search_lib.rerank_endgame(eg, weights, config.get("precision", 3), extra)
+                if classes:
+                    i = search_lib.class_endgame(eg, float(w), config.get("precision", 3))
+                else:
+                    i = search_lib.rerank_endgame(eg, weights, config.get("precision", 3), extra)
                 picks.append(i)
                 every.append(bench.query(i).test_accuracy)
                 acc.append(every[-1][dataset])
@@ -277,7 +288,8 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
                 # Cells of the pick's latency count too (sums of the same costs in another order
                 # differ in the last bit); the pick itself is always among them.
                 best.append(float(cell_acc[cell_lat <= lat[-1] * (1 + 1e-9)].max()))
-            rows.append({"name": name, "dataset": dataset, "endgame_w_latency": float(w), "searches": len(rs),
+            rows.append({"name": name, "dataset": dataset, "rule": "classes" if classes else "ranks",
+                         "endgame_w_latency": float(w), "searches": len(rs),
                          "seeds": [r["job"]["seed"] for r in rs], "cells": picks,
                          "accuracy": {"mean": float(np.mean(acc)), "std": float(np.std(acc))},
                          "latency_ms": {"mean": float(np.mean(lat)), "std": float(np.std(lat))},

@@ -476,12 +476,7 @@ def rerank_endgame(endgame: Mapping[str, Any], weights: Mapping[str, float], pre
     the rounds before it stay as they ran. ``extra``: further indicators, lower = better, by name
     and NB201 index (every endgame cell needs one), ranked beside the logged ones with ``weights[name]``."""
     cells = endgame["cells"]
-    if not cells:
-        raise ValueError("the endgame log has no cells")
-    ntk = np.array([[float(v) for v in c["ntk_condition"]] for c in cells])  # 'inf' / 'nan' strings parse
-    indicators = {**cell_indicators(ntk, np.array([c["regions"] for c in cells], np.float64)),
-                  "flops": np.array([c["mflops"] for c in cells], np.float64),
-                  "latency": np.array([c["latency_ms"] for c in cells], np.float64)}
+    indicators = _logged_indicators(endgame)
     for name, by_index in (extra or {}).items():
         if name in indicators:
             raise ValueError(f"extra indicator {name!r} is one of the logged ones")
@@ -492,6 +487,61 @@ def rerank_endgame(endgame: Mapping[str, Any], weights: Mapping[str, float], pre
         indicators[name] = np.array([by_index[c["index"]] for c in cells], np.float64)
     _, combined = combine(indicators, weights, precision)
     return int(cells[int(np.argmin(combined))]["index"])  # first minimum: cells are logged by index
+
+
+def _logged_indicators(endgame: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The indicators of a logged endgame's cells as ``score_endgame`` ranks them (float64[K] each)."""
+    cells = endgame["cells"]
+    if not cells:
+        raise ValueError("the endgame log has no cells")
+    ntk = np.array([[float(v) for v in c["ntk_condition"]] for c in cells])  # 'inf' / 'nan' strings parse
+    return {**cell_indicators(ntk, np.array([c["regions"] for c in cells], np.float64)),
+            "flops": np.array([c["mflops"] for c in cells], np.float64),
+            "latency": np.array([c["latency_ms"] for c in cells], np.float64)}
+
+
+def latency_classes(latency_ms: np.ndarray, decimals: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(class latencies float64[C], ascending; each cell's class int64[K]): cells whose latencies
+    agree to ``decimals`` places share a class (in NB201 on one LUT, the cells with the same live
+    convolutions; sums of the same costs in another order differ in the last bit)."""
+    keys, label = np.unique(np.round(np.asarray(latency_ms, np.float64), decimals), return_inverse=True)
+    return keys, label.reshape(-1).astype(np.int64)
+
+
+def class_pick(indicators: Mapping[str, np.ndarray], w_latency: float, precision: int = 3) -> int:
+    """The position of the cell that the class-aware endgame picks among K scored cells.
+
+    The endgame's cells are grouped into latency classes (``latency_classes``). Each class is
+    scored by the best NTK rank among its cells (``dense_rank`` of the condition numbers over all K
+    cells), the classes dense-ranked on that score and on their latency, and the ranks combined as
+    ``class rank + w_latency * latency rank``; the class with the lowest sum wins (ties: the faster
+    class), and within it the cell with the most linear regions (ties: the first, i.e. the lowest
+    NB201 index in an endgame log). Why two stages: in the logged endgames the NTK ranks the cheap
+    classes well but orders cells within a class backwards, while the region count orders them within
+    a class (see reproduction/LATENCY_TRADEOFF.md).
+
+    Args:
+      indicators: {'ntk': float64[K], mean condition numbers (inf if a draw is not finite),
+        'regions': float64[K], minus the mean region counts, 'latency': float64[K], ms}, as
+        ``cell_indicators`` gives them, lower = better.
+      w_latency: the weight of the class latency rank; 0 takes the class of the best NTK rank.
+    """
+    if not math.isfinite(w_latency) or w_latency < 0:
+        raise ValueError(f"class_pick: w_latency={w_latency} (finite and non-negative)")
+    ntk_rank = dense_rank(indicators["ntk"], precision)
+    keys, label = latency_classes(indicators["latency"])
+    best = np.full(len(keys), np.iinfo(np.int64).max)
+    np.minimum.at(best, label, ntk_rank)
+    combined = dense_rank(best, precision) + w_latency * dense_rank(keys, precision)
+    members = np.flatnonzero(label == int(np.argmin(combined)))  # first minimum: the faster class
+    regions = np.nan_to_num(np.asarray(indicators["regions"], np.float64)[members], nan=np.inf)  # NaN: fewest
+    return int(members[int(np.argmin(regions))])
+
+
+def class_endgame(endgame: Mapping[str, Any], w_latency: float, precision: int = 3) -> int:
+    """The NB201 index of the cell that the class-aware endgame (``class_pick``) takes from a logged
+    endgame (``SearchResult.endgame``), its scores as logged."""
+    return int(endgame["cells"][class_pick(_logged_indicators(endgame), w_latency, precision)]["index"])
 
 
 def _budget_pressure(mask: np.ndarray, feasible_ops: np.ndarray, active: bool) -> np.ndarray:

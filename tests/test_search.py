@@ -241,6 +241,51 @@ def test_rerank_reads_infinite_draws_from_the_log_and_refuses_an_empty_one():
         search.rerank_endgame({"cells": []}, {"ntk": 1.0})
 
 
+def test_class_pick_ranks_latency_classes_by_their_best_ntk_then_takes_most_regions():
+    # Three latency classes: 10 ms (cells 0, 1), 20 ms (2, 3, 4; 20.04 rounds into it), 30 ms (5).
+    lat = np.array([10.0, 10.0, 20.0, 20.04, 19.98, 30.0])
+    ntk = np.array([50.0, 40.0, 5.0, 60.0, 70.0, 1.0])  # NTK ranks 3, 2, 1, 4, 5, 0: best per class 2, 1, 0
+    regions = -np.array([9.0, 1.0, 2.0, 8.0, 8.0, 3.0])  # minus counts; in 20 ms, #3 and #4 tie at 8
+    ind = {"ntk": ntk, "regions": regions, "latency": lat}
+    keys, label = search.latency_classes(lat)
+    np.testing.assert_allclose(keys, [10.0, 20.0, 30.0])
+    assert label.tolist() == [0, 0, 1, 1, 1, 2]
+    # Weight 0: the class holding the best NTK rank (30 ms), its only cell.
+    assert search.class_pick(ind, 0.0) == 5
+    # Class ranks by best NTK: 30 ms 0, 20 ms 1, 10 ms 2; latency ranks 0, 1, 2 from 10 ms up.
+    # w = 1: sums 2, 2, 2 for 10, 20, 30 ms: a tie goes to the faster class, and within it the cell
+    # with the most regions (#0, not #1 whose NTK gave the class its rank).
+    assert search.class_pick(ind, 1.0) == 0
+    # w = 0.5: 10 ms 2.0, 20 ms 1.5, 30 ms 1.0 -> 30 ms; w = 0.9: 2.0, 1.9, 1.8 -> still 30 ms.
+    assert search.class_pick(ind, 0.5) == 5 and search.class_pick(ind, 0.9) == 5
+    # Without the 30 ms class, 20 ms wins at w < 1; its cells #3 and #4 tie on regions: the first.
+    sub = {k: v[:5] for k, v in ind.items()}
+    assert search.class_pick(sub, 0.5) == 3
+    # The NTK of the other cells in the class does not matter, nor does the NTK of the picked cell.
+    worse = {**sub, "ntk": np.array([50.0, 40.0, 5.0, np.inf, np.nan])}
+    assert search.class_pick(worse, 0.5) == 3
+    # NaN regions count as the fewest; an infinite NTK ranks its class after every finite one.
+    nan = {**sub, "regions": np.array([-9.0, -1.0, -2.0, np.nan, -8.0])}
+    assert search.class_pick(nan, 0.5) == 4
+    inf = {**sub, "ntk": np.array([50.0, 40.0, np.inf, np.inf, np.inf])}
+    assert search.class_pick(inf, 0.0) == 0
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="w_latency"):
+            search.class_pick(ind, bad)
+
+
+def test_class_endgame_reads_a_log_like_rerank_endgame():
+    cell = {"mflops": 1.0}
+    log = {"cells": [{**cell, "index": 3, "ntk_condition": [1.0, 3.0], "regions": [5, 5], "latency_ms": 40.0},
+                     {**cell, "index": 8, "ntk_condition": [9.0, "inf"], "regions": [9, 9], "latency_ms": 40.0},
+                     {**cell, "index": 11, "ntk_condition": [4.0, 4.0], "regions": [1, 1], "latency_ms": 10.0}]}
+    # Weight 0: the 40 ms class (#3's NTK is the best), its most regions (#8, despite its infinite draw).
+    assert search.class_endgame(log, 0.0) == 8
+    assert search.class_endgame(log, 2.0) == 11  # the latency rank outweighs the class rank
+    with pytest.raises(ValueError, match="no cells"):
+        search.class_endgame({"cells": []}, 0.5)
+
+
 def test_rerank_endgames_of_a_batch_and_its_launcher(tmp_path, costs):
     path = tmp_path / "runs.jsonl"
     configs = {"acc": search.SearchConfig(repeats=1, endgame=64),
@@ -326,6 +371,18 @@ def test_rerank_endgames_of_a_batch_and_its_launcher(tmp_path, costs):
             assert r["searches"] == 2 and r["empty"] == 0
     with pytest.raises(ValueError, match="ratios: 0"):
         batch.capped_endgames(records, [0.0])
+    # The class-aware endgame, from the same logs: each pick is class_endgame's on that search's endgame.
+    by_class = batch.rerank_endgames(records, [0.0, 1e6], classes=True)
+    assert {r["rule"] for r in by_class} == {"classes"} and {r["rule"] for r in rows} == {"ranks"}
+    for r in by_class:
+        for s, i in zip(r["seeds"], r["cells"], strict=True):
+            cells = found[r["name"], s]["endgame"]["cells"]
+            assert i == search.class_endgame(found[r["name"], s]["endgame"], r["endgame_w_latency"])
+            if r["endgame_w_latency"] == 1e6:  # the fastest class
+                lat = {c["index"]: c["latency_ms"] for c in cells}
+                assert lat[i] == pytest.approx(min(lat.values()), abs=0.05)
+    with pytest.raises(ValueError, match="class-aware"):
+        batch.rerank_endgames(records, [0.0], proxy_weights={"regions": 1.0}, classes=True)
     fastest = next(r for r in rows if r["endgame_w_latency"] == 1e6)
     slowest_ok = next(r for r in rows if r["name"] == fastest["name"] and r["endgame_w_latency"] == 0.0)
     assert fastest["best_held"]["mean"] <= slowest_ok["best_held"]["mean"]  # fewer cells are held faster
@@ -351,6 +408,17 @@ def test_rerank_endgames_of_a_batch_and_its_launcher(tmp_path, costs):
     acc_row = next(r for r in doc["rows"] if r["name"] == "acc")
     assert acc_row["cells"] == [found["acc", 1]["index"]]
     assert acc_row["vs_baseline"]["latency_ratio"] == pytest.approx(1.0)
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "rerank.py"), f"--results={path}",
+                          "--latency_weights=0.5", "--classes", f"--json_out={out}"], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert doc["rule"] == "classes" and "class-aware endgame" in run.stdout
+    assert [r["cells"] for r in doc["rows"]] == [r["cells"] for r in batch.rerank_endgames(records, [0.5],
+                                                                                          classes=True)]
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "rerank.py"), f"--results={path}",
+                          "--classes", "--w_regions=0"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "--w_regions" in bad.stderr
     none = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "rerank.py"), f"--results={path}",
                            "--seeds=5-7"], capture_output=True, text=True, timeout=300)
     assert none.returncode != 0 and "--seeds=5-7" in none.stderr
