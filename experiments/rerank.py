@@ -29,8 +29,9 @@ made at that latency, so its gap to "accuracy %" is what the proxies lost within
 
 ``--classes`` picks by the class-aware endgame (``search.class_endgame``): the endgame's cells grouped
 by latency (to 0.1 ms), the classes ranked by the best NTK rank among their cells plus each latency
-weight times their latency rank, then the chosen class's cell with the most linear regions; no
-search ran with it, so each row is what that rule would have picked from the logged scores.
+weight times their latency rank, then the chosen class's cell with the most linear regions: each row
+is what ``micronas-search --endgame_classes`` with that ``--endgame_w_latency`` finds, the same rounds
+and scores. Without it, each search's endgame picks by the rule it ran with.
 
 ``--cap_ratios=k,...`` adds a second table: each search's endgame held to the cells at most its own
 pick's latency / k, ranked among themselves under the search's own weights (``batch.capped_endgames``):
@@ -98,7 +99,7 @@ def main(argv):
         if _CLASSES.value and proxy_weights:
             raise ValueError(f"--classes takes no proxy weights ({', '.join(f'--w_{k}' for k in proxy_weights)})")
         rows = batch.rerank_endgames(records, weights, proxy_weights=proxy_weights, extra_indicators=extra,
-                                     classes=_CLASSES.value)
+                                     classes=True if _CLASSES.value else None)
         capped = batch.capped_endgames(records, ratios)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
@@ -149,7 +150,7 @@ def main(argv):
         print(f"reference --arch #{reference.index} on {d}: {ref[d]['nb201']['test_accuracy'][d]:.2f}%, "
               f"{ref[d]['hardware']['latency_ms']:.1f} ms")
     cli.write_json(_JSON_OUT.value, {"results": _RESULTS.value, "seeds": seeds, "baseline": baseline,
-                                     "rule": "classes" if _CLASSES.value else "ranks",
+                                     "rule": "classes" if _CLASSES.value else "as run",
                                      "proxy_weights": proxy_weights, "rows": rows, "capped": capped,
                                      **({"naswot": {"seed": _NASWOT_SEED.value, "batch": _NASWOT_BATCH.value,
                                                     "scores": {str(i): v for i, v in naswot_scores.items()}}}

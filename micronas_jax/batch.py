@@ -26,7 +26,8 @@ from micronas_jax import inputs as inputs_lib
 from micronas_jax import search as search_lib
 from micronas_jax.proxies import engine as engine_lib
 
-_LATER_FIELDS = {"w_budget": 0.0, "endgame": 0, "endgame_w_latency": None, "live_flops": False}
+_LATER_FIELDS = {"w_budget": 0.0, "endgame": 0, "endgame_w_latency": None, "live_flops": False,
+                 "endgame_classes": False}
 """SearchConfig fields added after result files existed: left out of a job's key at their default."""
 
 
@@ -231,7 +232,7 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
                     benchmark: benchmark_lib.Benchmark | None = None,
                     proxy_weights: Mapping[str, float] | None = None,
                     extra_indicators: Mapping[str, Mapping[int, float]] | None = None,
-                    classes: bool = False) -> list[dict[str, Any]]:
+                    classes: bool | None = None) -> list[dict[str, Any]]:
     """What the logged endgames of a batch pick at other latency weights (``search.rerank_endgame``).
 
     Only the endgame is re-ranked, with its logged scores; each search's rounds stay as they ran
@@ -253,10 +254,11 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
       a perfect judge of accuracy would have found at that latency, so ``best_held - accuracy``
       is what the proxies left in the state, apart from what the rounds pruned before.
 
-    With ``classes`` the endgames pick by ``search.class_endgame`` instead (latency classes ranked by
-    their best NTK rank plus the weight times their latency rank, then the class's cell with the
-    most regions), each weight the class latency weight; ``proxy_weights`` and ``extra_indicators``
-    do not apply, and each row has 'rule': 'classes' (else 'ranks').
+    ``classes`` sets the endgame's rule: True picks by ``search.class_endgame`` (latency classes
+    ranked by their best NTK rank plus the weight times their latency rank, then the class's cell
+    with the most regions; ``SearchConfig.endgame_classes``), False by the weighted rank sum, None
+    (the default) as each search ran. Each row has 'rule': 'classes' or 'ranks'; ``proxy_weights``
+    and ``extra_indicators`` do not apply to the class rule.
     """
     proxy_weights, extra = dict(proxy_weights or {}), dict(extra_indicators or {})
     if classes and (proxy_weights or extra):
@@ -268,16 +270,20 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
     bench = benchmark or benchmark_lib.BuiltinBenchmark()
     rows = []
     for (name, dataset), rs in _endgame_groups(records).items():
+        by_class = [r["job"]["config"].get("endgame_classes", False) if classes is None else classes for r in rs]
+        if any(by_class) and (proxy_weights or extra):
+            raise ValueError(f"{name}: the class-aware endgame takes no proxy weights or extra indicators")
+        rule = {True: "classes", False: "ranks"}[by_class[0]]  # one configuration, one rule
         held = [(np.array([c["latency_ms"] for c in r["result"]["endgame"]["cells"]]),  # each endgame's cells
                  np.array([bench.query(c["index"]).test_accuracy[dataset] for c in r["result"]["endgame"]["cells"]]))
                 for r in rs]
         for w in latency_weights:
             picks, acc, lat, every, best = [], [], [], [], []
-            for r, (cell_lat, cell_acc) in zip(rs, held, strict=True):
+            for r, (cell_lat, cell_acc), use_classes in zip(rs, held, by_class, strict=True):
                 config, eg = r["job"]["config"], r["result"]["endgame"]
                 weights = {"ntk": config["w_ntk"], "regions": config["w_regions"], "flops": config["w_flops"],
                            **proxy_weights, "latency": float(w)}
-                if classes:
+                if use_classes:
                     i = search_lib.class_endgame(eg, float(w), config.get("precision", 3))
                 else:
                     i = search_lib.rerank_endgame(eg, weights, config.get("precision", 3), extra)
@@ -288,7 +294,7 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
                 # Cells of the pick's latency count too (sums of the same costs in another order
                 # differ in the last bit); the pick itself is always among them.
                 best.append(float(cell_acc[cell_lat <= lat[-1] * (1 + 1e-9)].max()))
-            rows.append({"name": name, "dataset": dataset, "rule": "classes" if classes else "ranks",
+            rows.append({"name": name, "dataset": dataset, "rule": rule,
                          "endgame_w_latency": float(w), "searches": len(rs),
                          "seeds": [r["job"]["seed"] for r in rs], "cells": picks,
                          "accuracy": {"mean": float(np.mean(acc)), "std": float(np.std(acc))},
@@ -302,7 +308,8 @@ def capped_endgames(records: Sequence[Mapping[str, Any]], ratios: Sequence[float
                     benchmark: benchmark_lib.Benchmark | None = None) -> list[dict[str, Any]]:
     """What the logged endgames pick when held to a latency their own pick sets: each search's
     endgame cells at most ``(its pick's latency) / k`` ms, ranked among themselves under the
-    search's own weights (``search.rerank_endgame``). It asks whether the proxies, told which latency
+    search's own weights and rule (``search.rerank_endgame``, or ``search.class_endgame`` for a
+    search with ``endgame_classes``). It asks whether the proxies, told which latency
     to reach, pick well there, and sets their pick beside a cell drawn at random from those cells
     and the best of them (NB201's table).
 
@@ -330,7 +337,11 @@ def capped_endgames(records: Sequence[Mapping[str, Any]], ratios: Sequence[float
                 if not held:
                     empty += 1
                     continue
-                i = search_lib.rerank_endgame({**eg, "cells": held}, config.endgame_weights, config.precision)
+                if config.endgame_classes:
+                    i = search_lib.class_endgame({**eg, "cells": held}, config.endgame_weights["latency"],
+                                                 config.precision)
+                else:
+                    i = search_lib.rerank_endgame({**eg, "cells": held}, config.endgame_weights, config.precision)
                 picks.append(i)
                 seeds.append(r["job"]["seed"])
                 acc.append(accs[i])

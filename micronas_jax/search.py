@@ -112,6 +112,10 @@ class SearchConfig:
         (on a device that drops dead edges, those that reach the cell's output) instead of NB201's
         count, which includes dead edges. A FLOPs reward against a latency cost otherwise favours convolutions on dead
         edges: FLOPs that cost no latency. Rounds price supernets as before.
+      endgame_classes: the endgame picks by ``class_pick`` (latency classes ranked by their best
+        NTK rank plus the endgame latency weight times their latency rank, then the chosen class's
+        cell with the most regions) instead of the weighted rank sum; the other weights then play
+        no part in the pick (needs an endgame).
     """
 
     w_ntk: float = 1.0
@@ -127,12 +131,15 @@ class SearchConfig:
     endgame: int = 0
     endgame_w_latency: float | None = None
     live_flops: bool = False
+    endgame_classes: bool = False
 
     def __post_init__(self):
         if self.repeats < 1:
             raise ValueError(f"repeats must be at least 1, got {self.repeats}")
         if self.endgame < 0:
             raise ValueError(f"endgame must be 0 (off) or a number of cells, got {self.endgame}")
+        if self.endgame_classes and not self.endgame:
+            raise ValueError("endgame_classes needs an endgame (endgame > 0)")
         if self.endgame_w_latency is not None:
             if not self.endgame:
                 raise ValueError(f"endgame_w_latency={self.endgame_w_latency} needs an endgame (endgame > 0)")
@@ -447,7 +454,8 @@ def score_endgame(engine: engine_lib.ProxyEngine, indices: np.ndarray, costs: Sp
     if any draw is), minus its mean region count, its FLOPs (live edges only with ``config.live_flops``)
     and its latency; they are dense-ranked and combined with the config's weights as in a round
     (``endgame_w_latency`` in place of ``w_latency`` if set; ``w_budget`` has nothing to rank here).
-    Ties go to the lower NB201 index. Returns the log: every cell's scores, ranks and combined
+    Ties go to the lower NB201 index. With ``config.endgame_classes`` the pick is ``class_pick``'s
+    (the ranks are logged all the same). Returns the log: every cell's scores, ranks and combined
     rank, and 'chosen', the winner's index.
     """
     tags = [("cell", seed, round_index, len(keys), int(i)) for i in indices]
@@ -458,7 +466,10 @@ def score_endgame(engine: engine_lib.ProxyEngine, indices: np.ndarray, costs: Sp
                   "flops": costs.cells["mflops_live" if config.live_flops else "mflops"][indices],
                   "latency": costs.cells["latency_ms"][indices]}
     ranks, combined = combine(indicators, config.endgame_weights, config.precision)
-    best = int(np.argmin(combined))  # first minimum: the lowest index among ties
+    if config.endgame_classes:
+        best = class_pick(indicators, config.endgame_weights["latency"], config.precision)
+    else:
+        best = int(np.argmin(combined))  # first minimum: the lowest index among ties
     cells = [{"index": int(i), "cell": space.from_index(int(i)).to_string(),
               "ntk_condition": [float(c) if math.isfinite(c) else str(c) for c in ntk[k]],
               "regions": [int(c) for c in regions[k]], "mflops": float(indicators["flops"][k]),

@@ -41,6 +41,9 @@ _ENDGAME_W_LATENCY = flags.DEFINE_list("endgame_w_latency", [], "The endgame's l
                                        "--w_latency (needs --endgame).")
 _LIVE_FLOPS = flags.DEFINE_bool("live_flops", False, "The endgame's FLOPs rank counts only the edges that reach the "
                                   "output (NB201's count includes dead ones, which cost no MCU latency).")
+_ENDGAME_CLASSES = flags.DEFINE_bool("endgame_classes", False, "The endgame picks a latency class by its best NTK "
+                                     "rank plus the endgame latency weight x its latency rank, then the class's cell "
+                                     "with the most linear regions (needs --endgame).")
 _DROP_NONE = flags.DEFINE_list("drop_none", ["true"], "Remove 'none' from every edge before the first round "
                                "(TE-NAS); 'true', 'false' or both (a grid).")
 _MAX_LATENCY = flags.DEFINE_list("max_latency_ms", [], "MCU latency budget(s), ms.")
@@ -96,13 +99,13 @@ def configs() -> dict[str, search.SearchConfig]:
         name = (f"w_flops={wf:g},w_latency={wl:g}" + (f",w_budget={_W_BUDGET.value:g}" if _W_BUDGET.value else "")
                 + ("" if dn else ",keep_none") + (f",endgame={eg}" if eg else "")
                 + ("" if ew is None else f",endgame_w_latency={ew:g}")
-                + (",live_flops" if _LIVE_FLOPS.value else "")
+                + (",live_flops" if _LIVE_FLOPS.value else "") + (",classes" if _ENDGAME_CLASSES.value else "")
                 + "".join(f",{k}<={v:g}" for k, v in budgets.active().items()))
         try:
             out[name] = search.SearchConfig(w_ntk=_W_NTK.value, w_regions=_W_REGIONS.value, w_flops=wf, w_latency=wl,
                                             w_budget=_W_BUDGET.value, repeats=_REPEATS.value, drop_none=dn,
                                             budgets=budgets, endgame=eg, endgame_w_latency=ew,
-                                            live_flops=_LIVE_FLOPS.value)
+                                            live_flops=_LIVE_FLOPS.value, endgame_classes=_ENDGAME_CLASSES.value)
         except ValueError as err:
             raise app.UsageError(str(err)) from None
     return out

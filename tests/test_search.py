@@ -286,6 +286,42 @@ def test_class_endgame_reads_a_log_like_rerank_endgame():
         search.class_endgame({"cells": []}, 0.5)
 
 
+def test_a_search_with_the_class_aware_endgame_is_its_rerank(tmp_path, costs):
+    configs = {"acc": search.SearchConfig(repeats=1, endgame=64),
+               "cls": search.SearchConfig(repeats=1, endgame=64, endgame_w_latency=0.5, endgame_classes=True)}
+    records = batch.run(batch.grid([0, 1], ["cifar10"], configs), tmp_path / "runs.jsonl", lambda d: FakeEngine(d),
+                        costs=lambda d: costs, progress=False)
+    found = {(r["job"]["name"], r["job"]["seed"]): r for r in records}
+    assert found["cls", 0]["job"]["config"]["endgame_classes"] is True
+    assert "endgame_classes" not in found["acc", 0]["job"]["config"]  # earlier files' keys stay valid
+    # The same rounds; the class rule on the weight-0 search's logged endgame gives the class search's cell.
+    for s in (0, 1):
+        assert [c["index"] for c in found["cls", s]["result"]["endgame"]["cells"]] == \
+            [c["index"] for c in found["acc", s]["result"]["endgame"]["cells"]]
+        eg = found["cls", s]["result"]["endgame"]
+        assert eg["chosen"] == found["cls", s]["result"]["index"] == search.class_endgame(
+            found["acc", s]["result"]["endgame"], 0.5)
+    rows = {(r["name"], r["endgame_w_latency"]): r for r in batch.rerank_endgames(records, [0.0, 0.5])}
+    assert rows["cls", 0.5]["rule"] == "classes" and rows["acc", 0.5]["rule"] == "ranks"  # each as it ran
+    assert rows["cls", 0.5]["cells"] == [found["cls", s]["result"]["index"] for s in (0, 1)]
+    assert batch.rerank_endgames(records, [0.5], classes=True)[0]["cells"] == rows["cls", 0.5]["cells"]
+    assert rows["acc", 0.0]["cells"] == [found["acc", s]["result"]["index"] for s in (0, 1)]
+    with pytest.raises(ValueError, match="cls: the class-aware endgame"):
+        batch.rerank_endgames(records, [0.5], proxy_weights={"ntk": 1.0})
+    # Capped: the class search re-picks by its own rule among the cells held (which moves the classes'
+    # NTK ranks, so not necessarily to the same cell).
+    for r in batch.capped_endgames(records, [1.5]):
+        if r["name"] == "cls":
+            assert r["searches"] >= 1
+            for s, i in zip(r["seeds"], r["cells"], strict=True):
+                res = found["cls", s]["result"]
+                held = [c for c in res["endgame"]["cells"]
+                        if c["latency_ms"] <= res["hardware"]["latency_ms"] / 1.5 * (1 + 1e-9)]
+                assert i == search.class_endgame({"cells": held}, 0.5)
+    with pytest.raises(ValueError, match="endgame_classes needs an endgame"):
+        search.SearchConfig(endgame_classes=True)
+
+
 def test_rerank_endgames_of_a_batch_and_its_launcher(tmp_path, costs):
     path = tmp_path / "runs.jsonl"
     configs = {"acc": search.SearchConfig(repeats=1, endgame=64),
@@ -702,6 +738,11 @@ def test_launcher_endgame_latency_weights_span_the_grid():
     with flagsaver.flagsaver(endgame=["64"]):
         assert [c.endgame_w_latency for c in search_cli.configs().values()] == [None]
     with flagsaver.flagsaver(endgame_w_latency=["1"]), pytest.raises(app.UsageError, match="needs an endgame"):
+        search_cli.configs()
+    with flagsaver.flagsaver(endgame=["729"], endgame_w_latency=["0.5"], w_latency=["0"], endgame_classes=True):
+        got = {name: (c.endgame_classes, c.endgame_w_latency) for name, c in search_cli.configs().items()}
+    assert got == {"w_flops=0,w_latency=0,endgame=729,endgame_w_latency=0.5,classes": (True, 0.5)}
+    with flagsaver.flagsaver(endgame_classes=True), pytest.raises(app.UsageError, match="needs an endgame"):
         search_cli.configs()
 
 
