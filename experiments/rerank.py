@@ -7,6 +7,7 @@
     python experiments/rerank.py --results=runs.jsonl --latency_weights=3 --w_regions=0 --w_naswot=0.5  # NASWOT
     python experiments/rerank.py --results=runs.jsonl --latency_weights=0 --cap_ratios=2,2.5  # told the latency
     python experiments/rerank.py --results=runs.jsonl --latency_weights=0.5 --classes  # class-aware endgame
+    python experiments/rerank.py --results=runs.jsonl --latency_weights=0 --windows=387-388.5,466-467.5  # within
 
 Reads a results file of ``micronas-search --endgame=K`` and re-ranks each search's logged endgame
 cells (their NTK, region, FLOPs and latency scores as logged) at each weight; the rounds before the
@@ -36,8 +37,14 @@ and scores. Without it, each search's endgame picks by the rule it ran with.
 ``--cap_ratios=k,...`` adds a second table: each search's endgame held to the cells at most its own
 pick's latency / k, ranked among themselves under the search's own weights (``batch.capped_endgames``):
 the proxies told which latency to reach, beside a random cell of those ("random %") and the best.
+
+``--windows=lo-hi,...`` adds a third table (``batch.window_stats``): within each endgame's cells of
+``lo <= latency < hi`` ms (a class of cells with the same live convolutions, say), a random cell, the
+best, the cell with the most regions and the one with the lowest NTK condition number, and each
+proxy's Kendall tau against accuracy there: how the proxies order cells of one cost.
 """
 
+import numpy as np
 from absl import app, flags
 
 from cells import space
@@ -61,6 +68,8 @@ _CAPS = flags.DEFINE_list("cap_ratios", [], "Also pick within each endgame's cel
                           "latency / k, for each k.")
 _CLASSES = flags.DEFINE_bool("classes", False, "Pick by the class-aware endgame (latency classes by best NTK "
                              "rank + latency weight x latency rank, then most regions) instead of rank sums.")
+_WINDOWS = flags.DEFINE_list("windows", [], "Also describe each endgame's cells within these latency windows, "
+                             "'lo-hi' ms each (lo inclusive).")
 _BASELINE = flags.DEFINE_string("baseline", None, "Configuration name (as in the results) to compare against.")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "Write the rows as JSON here.")
 
@@ -88,6 +97,15 @@ def main(argv):
     proxy_weights = {k: f.value for k, f in (("ntk", _W_NTK), ("regions", _W_REGIONS), ("flops", _W_FLOPS))
                      if f.value is not None}
     ratios = cli.float_list("cap_ratios", _CAPS.value) if _CAPS.value else []
+    windows = []
+    for w in _WINDOWS.value:
+        lo, sep, hi = w.partition("-")
+        try:
+            windows.append((float(lo), float(hi)))
+        except ValueError:
+            raise app.UsageError(f"--windows: {w!r} is not 'lo-hi' (ms)") from None
+        if not sep:
+            raise app.UsageError(f"--windows: {w!r} is not 'lo-hi' (ms)")
     extra, naswot_scores = {}, {}
     try:
         if _W_NASWOT.value is not None:
@@ -101,6 +119,7 @@ def main(argv):
         rows = batch.rerank_endgames(records, weights, proxy_weights=proxy_weights, extra_indicators=extra,
                                      classes=True if _CLASSES.value else None)
         capped = batch.capped_endgames(records, ratios)
+        within = batch.window_stats(records, windows)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
     if not rows:
@@ -144,6 +163,34 @@ def main(argv):
                     f"{r['random']['mean']:>10.2f}{r['best']['mean']:>9.2f}")
             line += _vs_baseline(r, summary.get((baseline, r["dataset"])), baseline)
             print(line + (f"   ({r['empty']} without a cell)" if r["empty"] else ""))
+    if within:
+        print("\nwithin latency windows: a random cell, the best, the most regions, the lowest NTK condition number; "
+              "Kendall tau of each proxy against accuracy there (mean over the endgames)")
+        print(f"{'configuration':<{w}}{'dataset':<10}{'window ms':>14}{'n':>4}{'cells':>9}{'latency ms':>11}"
+              f"{'random %':>10}{'best %':>8}{'regions %':>11}{'NTK %':>8}{'tau regions':>13}{'tau NTK':>9}")
+        for r in within:
+            lo, hi = r["window_ms"]
+            head = f"{r['name']:<{w}}{r['dataset']:<10}{f'{lo:g}-{hi:g}':>14}{r['searches']:>4}"
+            if not r["searches"]:
+                print(head + "   (no cell in the window)")
+                continue
+            tau = [f"{t:>{k}.2f}" if t is not None else f"{'-':>{k}}" for t, k in ((r["tau"]["regions"], 13),
+                                                                                 (r["tau"]["ntk"], 9))]
+            line = (head + f"{r['cells']['min']:>5}-{r['cells']['max']:<3}{r['latency_ms']['mean']:>11.1f}"
+                    f"{r['random']['mean']:>10.2f}{r['best']['mean']:>8.2f}{r['regions_pick']['mean']:>11.2f}"
+                    f"{r['ntk_pick']['mean']:>8.2f}" + "".join(tau))
+            base = summary.get((baseline, r["dataset"]))
+            if base:  # against the baseline's searches of the same seeds, as they ran
+                same = [x for x in records if x["job"]["name"] == baseline and x["job"]["dataset"] == r["dataset"]
+                        and x["job"]["seed"] in set(r["seeds"])]
+                b_lat = float(np.mean([x["result"]["hardware"]["latency_ms"] for x in same]))
+                b_acc = float(np.mean([x["result"]["nb201"]["test_accuracy"][r["dataset"]] for x in same]))
+                v = {"name": baseline, "seeds": len(same), "latency_ratio": b_lat / r["latency_ms"]["mean"],
+                     **{f"{k}_change": r[k]["mean"] - b_acc for k in ("random", "best", "regions_pick", "ntk_pick")}}
+                r["vs_baseline"] = v
+                line += (f"   {v['latency_ratio']:.2f}x; random {v['random_change']:+.2f}, "
+                         f"best {v['best_change']:+.2f}, regions {v['regions_pick_change']:+.2f} pt")
+            print(line + (f"   ({r['empty']} without a cell)" if r["empty"] else ""))
     ref = {}
     for d in sorted({r["dataset"] for r in rows}):
         ref[d] = search.cell_report(reference, search.default_costs(d), benchmark.BuiltinBenchmark())
@@ -152,6 +199,7 @@ def main(argv):
     cli.write_json(_JSON_OUT.value, {"results": _RESULTS.value, "seeds": seeds, "baseline": baseline,
                                      "rule": "classes" if _CLASSES.value else "as run",
                                      "proxy_weights": proxy_weights, "rows": rows, "capped": capped,
+                                     "windows": within,
                                      **({"naswot": {"seed": _NASWOT_SEED.value, "batch": _NASWOT_BATCH.value,
                                                     "scores": {str(i): v for i, v in naswot_scores.items()}}}
                                         if extra else {}),

@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
+from scipy import stats
 from tqdm import tqdm
 
 from micronas_jax import benchmark as benchmark_lib
@@ -359,6 +360,62 @@ def capped_endgames(records: Sequence[Mapping[str, Any]], ratios: Sequence[float
                          "latency_ms": {"mean": float(np.mean(lat)), "std": float(np.std(lat))},
                          "cap_ms": {"mean": float(np.mean(cap))}, "random": {"mean": float(np.mean(rand))},
                          "best": {"mean": float(np.mean(best))}})
+    return rows
+
+
+def window_stats(records: Sequence[Mapping[str, Any]], windows: Sequence[tuple[float, float]],
+                 benchmark: benchmark_lib.Benchmark | None = None) -> list[dict[str, Any]]:
+    """How the logged endgames' proxies order the cells within a latency window (e.g. one class of
+    cells with the same live convolutions): per search, the endgame's cells with ``lo <= latency <
+    hi`` ms, their accuracy at random, at best, and as picked by each proxy alone (the most regions;
+    the lowest NTK condition number, ties to the lower index), and each proxy's Kendall tau-b
+    against accuracy within them (signed so that a positive tau orders them the right way).
+
+    Returns:
+      one row per (configuration, dataset, window): {'name', 'dataset', 'window_ms': [lo, hi],
+      'searches' (those with a cell in the window), 'seeds', 'empty', 'cells': {'min', 'max'} per
+      endgame, 'latency_ms', 'random', 'best', 'regions_pick', 'ntk_pick': {'mean'} over the
+      searches (accuracies in %, NB201's table), 'tau': {'regions', 'ntk'}: the mean over the
+      searches with at least 3 cells in the window and a defined tau (None if none)}.
+    """
+    for lo, hi in windows:
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi):
+            raise ValueError(f"windows: {lo}-{hi} ms (each finite, 0 <= lo < hi)")
+    bench = benchmark or benchmark_lib.BuiltinBenchmark()
+    rows = []
+    for (name, dataset), rs in _endgame_groups(records).items():
+        for lo, hi in windows:
+            seeds, n, lat, rand, best, by_regions, by_ntk = [], [], [], [], [], [], []
+            tau: dict[str, list[float]] = {"regions": [], "ntk": []}
+            for r in rs:
+                eg = r["result"]["endgame"]
+                inside = [c for c in eg["cells"] if lo <= c["latency_ms"] < hi]
+                if not inside:
+                    continue
+                ind = search_lib.logged_indicators({"cells": inside})
+                acc = np.array([bench.query(c["index"]).test_accuracy[dataset] for c in inside])
+                seeds.append(r["job"]["seed"])
+                n.append(len(inside))
+                lat.append(float(np.mean([c["latency_ms"] for c in inside])))
+                rand.append(float(acc.mean()))
+                best.append(float(acc.max()))
+                ind = {k: np.where(np.isnan(v), np.inf, v) for k, v in ind.items()}  # NaN: the worst
+                by_regions.append(float(acc[int(np.argmin(ind["regions"]))]))  # first minimum: lowest index
+                by_ntk.append(float(acc[int(np.argmin(ind["ntk"]))]))
+                if len(inside) >= 3:
+                    for k in tau:
+                        t = stats.kendalltau(-ind[k], acc).statistic
+                        if math.isfinite(t):
+                            tau[k].append(float(t))
+            row = {"name": name, "dataset": dataset, "window_ms": [float(lo), float(hi)], "searches": len(seeds),
+                   "seeds": seeds, "empty": len(rs) - len(seeds)}
+            if seeds:
+                row.update({"cells": {"min": int(min(n)), "max": int(max(n))},
+                            **{k: {"mean": float(np.mean(v))} for k, v in (
+                                ("latency_ms", lat), ("random", rand), ("best", best), ("regions_pick", by_regions),
+                                ("ntk_pick", by_ntk))},
+                            "tau": {k: float(np.mean(v)) if v else None for k, v in tau.items()}})
+            rows.append(row)
     return rows
 
 

@@ -487,7 +487,7 @@ def rerank_endgame(endgame: Mapping[str, Any], weights: Mapping[str, float], pre
     the rounds before it stay as they ran. ``extra``: further indicators, lower = better, by name
     and NB201 index (every endgame cell needs one), ranked beside the logged ones with ``weights[name]``."""
     cells = endgame["cells"]
-    indicators = _logged_indicators(endgame)
+    indicators = logged_indicators(endgame)
     for name, by_index in (extra or {}).items():
         if name in indicators:
             raise ValueError(f"extra indicator {name!r} is one of the logged ones")
@@ -500,7 +500,7 @@ def rerank_endgame(endgame: Mapping[str, Any], weights: Mapping[str, float], pre
     return int(cells[int(np.argmin(combined))]["index"])  # first minimum: cells are logged by index
 
 
-def _logged_indicators(endgame: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def logged_indicators(endgame: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The indicators of a logged endgame's cells as ``score_endgame`` ranks them (float64[K] each)."""
     cells = endgame["cells"]
     if not cells:
@@ -552,7 +552,7 @@ def class_pick(indicators: Mapping[str, np.ndarray], w_latency: float, precision
 def class_endgame(endgame: Mapping[str, Any], w_latency: float, precision: int = 3) -> int:
     """The NB201 index of the cell that the class-aware endgame (``class_pick``) takes from a logged
     endgame (``SearchResult.endgame``), its scores as logged."""
-    return int(endgame["cells"][class_pick(_logged_indicators(endgame), w_latency, precision)]["index"])
+    return int(endgame["cells"][class_pick(logged_indicators(endgame), w_latency, precision)]["index"])
 
 
 def _budget_pressure(mask: np.ndarray, feasible_ops: np.ndarray, active: bool) -> np.ndarray:

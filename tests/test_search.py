@@ -322,6 +322,63 @@ def test_a_search_with_the_class_aware_endgame_is_its_rerank(tmp_path, costs):
         search.SearchConfig(endgame_classes=True)
 
 
+def _tau_b(x, y):
+    """Kendall's tau-b by counting pairs: the float64 reference for ``batch.window_stats``."""
+    conc = disc = tx = ty = 0
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            dx, dy = int(x[i] > x[j]) - int(x[i] < x[j]), int(y[i] > y[j]) - int(y[i] < y[j])  # infs tie
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                tx += 1
+            elif dy == 0:
+                ty += 1
+            elif dx == dy:
+                conc += 1
+            else:
+                disc += 1
+    return (conc - disc) / math.sqrt((conc + disc + tx) * (conc + disc + ty))
+
+
+def test_window_stats_describe_the_proxies_within_a_latency_window(tmp_path, costs):
+    records = batch.run(batch.grid([0, 1, 2], ["cifar10"], {"acc": search.SearchConfig(repeats=2, endgame=64)}),
+                        tmp_path / "runs.jsonl", lambda d: FakeEngine(d), costs=lambda d: costs, progress=False)
+    table = benchmark.BuiltinBenchmark().test_accuracies("cifar10")
+    lat = np.concatenate([[c["latency_ms"] for c in r["result"]["endgame"]["cells"]] for r in records])
+    lo, hi = np.percentile(lat, [20, 80])
+    never = float(lat.max()) + 1.0
+    rows = batch.window_stats(records, [(lo, hi), (never, never + 1)])
+    assert [r["window_ms"] for r in rows] == [[lo, hi], [never, never + 1]]
+    assert rows[1]["searches"] == 0 and rows[1]["empty"] == 3 and "random" not in rows[1]
+    r = rows[0]
+    want = {k: [] for k in ("random", "best", "regions_pick", "ntk_pick", "tau_regions", "tau_ntk", "n")}
+    for rec in records:
+        inside = [c for c in rec["result"]["endgame"]["cells"] if lo <= c["latency_ms"] < hi]
+        if not inside:
+            continue
+        acc = np.array([table[c["index"]] for c in inside])
+        regions = np.array([np.mean(c["regions"]) for c in inside])
+        ntk = np.array([np.mean([float(v) for v in c["ntk_condition"]]) for c in inside])
+        ntk[~np.isfinite(ntk)] = np.inf
+        want["n"].append(len(inside))
+        want["random"].append(acc.mean())
+        want["best"].append(acc.max())
+        want["regions_pick"].append(acc[int(np.argmax(regions))])
+        want["ntk_pick"].append(acc[int(np.argmin(ntk))])
+        if len(inside) >= 3:
+            want["tau_regions"].append(_tau_b(regions, acc))
+            want["tau_ntk"].append(_tau_b(-ntk, acc))
+    assert r["searches"] == len(want["n"]) >= 2 and r["cells"] == {"min": min(want["n"]), "max": max(want["n"])}
+    for k in ("random", "best", "regions_pick", "ntk_pick"):
+        assert r[k]["mean"] == pytest.approx(np.mean(want[k]))
+    assert r["tau"]["regions"] == pytest.approx(np.mean(want["tau_regions"]))
+    assert r["tau"]["ntk"] == pytest.approx(np.mean(want["tau_ntk"]))
+    assert r["best"]["mean"] >= max(r["random"]["mean"], r["regions_pick"]["mean"], r["ntk_pick"]["mean"])
+    with pytest.raises(ValueError, match=r"5\.0-1\.0 ms"):
+        batch.window_stats(records, [(5.0, 1.0)])
+
+
 def test_rerank_endgames_of_a_batch_and_its_launcher(tmp_path, costs):
     path = tmp_path / "runs.jsonl"
     configs = {"acc": search.SearchConfig(repeats=1, endgame=64),
@@ -445,16 +502,24 @@ def test_rerank_endgames_of_a_batch_and_its_launcher(tmp_path, costs):
     assert acc_row["cells"] == [found["acc", 1]["index"]]
     assert acc_row["vs_baseline"]["latency_ratio"] == pytest.approx(1.0)
     run = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "rerank.py"), f"--results={path}",
-                          "--latency_weights=0.5", "--classes", f"--json_out={out}"], capture_output=True, text=True,
-                         timeout=300)
+                          "--latency_weights=0.5", "--classes", "--windows=0-1e9", f"--json_out={out}"],
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     doc = json.loads(out.read_text())
-    assert doc["rule"] == "classes" and "class-aware endgame" in run.stdout
+    assert doc["rule"] == "classes" and "class-aware endgame" in run.stdout and "within latency windows" in run.stdout
+    # Every endgame cell; against 'acc' as it ran.
+    assert [{k: v for k, v in r.items() if k != "vs_baseline"} for r in doc["windows"]] == \
+        batch.window_stats(records, [(0.0, 1e9)])
+    acc_window = next(r for r in doc["windows"] if r["name"] == "acc")
+    assert acc_window["vs_baseline"]["best_change"] >= 0  # the search's own pick is among the cells
     assert [r["cells"] for r in doc["rows"]] == [r["cells"] for r in batch.rerank_endgames(records, [0.5],
                                                                                           classes=True)]
     bad = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "rerank.py"), f"--results={path}",
                           "--classes", "--w_regions=0"], capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "--w_regions" in bad.stderr
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "rerank.py"), f"--results={path}",
+                          "--windows=400"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "'400'" in bad.stderr
     none = subprocess.run([sys.executable, os.path.join(ROOT, "experiments", "rerank.py"), f"--results={path}",
                            "--seeds=5-7"], capture_output=True, text=True, timeout=300)
     assert none.returncode != 0 and "--seeds=5-7" in none.stderr
