@@ -513,8 +513,8 @@ def logged_indicators(endgame: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 def latency_classes(latency_ms: np.ndarray, decimals: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(class latencies float64[C], ascending; each cell's class int64[K]): cells whose latencies
-    agree to ``decimals`` places share a class (in NB201 on one LUT, the cells with the same live
-    convolutions; sums of the same costs in another order differ in the last bit)."""
+    agree to ``decimals`` places share a class (in NB201 on one LUT, in effect the cells that run the
+    same operators; sums of the same costs in another order differ in the last bit)."""
     keys, label = np.unique(np.round(np.asarray(latency_ms, np.float64), decimals), return_inverse=True)
     return keys, label.reshape(-1).astype(np.int64)
 
