@@ -258,8 +258,9 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
     ``classes`` sets the endgame's rule: True picks by ``search.class_endgame`` (latency classes
     ranked by their best NTK rank plus the weight times their latency rank, then the class's cell
     with the most regions; ``SearchConfig.endgame_classes``), False by the weighted rank sum, None
-    (the default) as each search ran. Each row has 'rule': 'classes' or 'ranks'; ``proxy_weights``
-    and ``extra_indicators`` do not apply to the class rule.
+    (the default) as the configuration's searches ran (an error if they ran with both). Each row has
+    'rule': 'classes' or 'ranks'; ``proxy_weights`` and ``extra_indicators`` do not apply to the
+    class rule.
     """
     proxy_weights, extra = dict(proxy_weights or {}), dict(extra_indicators or {})
     if classes and (proxy_weights or extra):
@@ -271,23 +272,26 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
     bench = benchmark or benchmark_lib.BuiltinBenchmark()
     rows = []
     for (name, dataset), rs in _endgame_groups(records).items():
-        by_class = [r["job"]["config"].get("endgame_classes", False) if classes is None else classes for r in rs]
-        if any(by_class) and (proxy_weights or extra):
+        if classes is None:
+            as_run = {bool(r["job"]["config"].get("endgame_classes", False)) for r in rs}
+            if len(as_run) > 1:
+                raise ValueError(f"{name} ({dataset}): its searches ran with both endgame rules; "
+                                 "give classes=True or False")
+            (use_classes,) = as_run
+        else:
+            use_classes = classes
+        if use_classes and (proxy_weights or extra):
             raise ValueError(f"{name}: the class-aware endgame takes no proxy weights or extra indicators")
-        rule = {True: "classes", False: "ranks"}[by_class[0]]  # one configuration, one rule
         held = [(np.array([c["latency_ms"] for c in r["result"]["endgame"]["cells"]]),  # each endgame's cells
                  np.array([bench.query(c["index"]).test_accuracy[dataset] for c in r["result"]["endgame"]["cells"]]))
                 for r in rs]
         for w in latency_weights:
             picks, acc, lat, every, best = [], [], [], [], []
-            for r, (cell_lat, cell_acc), use_classes in zip(rs, held, by_class, strict=True):
+            for r, (cell_lat, cell_acc) in zip(rs, held, strict=True):
                 config, eg = r["job"]["config"], r["result"]["endgame"]
                 weights = {"ntk": config["w_ntk"], "regions": config["w_regions"], "flops": config["w_flops"],
                            **proxy_weights, "latency": float(w)}
-                if use_classes:
-                    i = search_lib.class_endgame(eg, float(w), config.get("precision", 3))
-                else:
-                    i = search_lib.rerank_endgame(eg, weights, config.get("precision", 3), extra)
+                i = search_lib.pick_endgame(eg, weights, config.get("precision", 3), use_classes, extra)
                 picks.append(i)
                 every.append(bench.query(i).test_accuracy)
                 acc.append(every[-1][dataset])
@@ -295,7 +299,7 @@ def rerank_endgames(records: Sequence[Mapping[str, Any]], latency_weights: Seque
                 # Cells of the pick's latency count too (sums of the same costs in another order
                 # differ in the last bit); the pick itself is always among them.
                 best.append(float(cell_acc[cell_lat <= lat[-1] * (1 + 1e-9)].max()))
-            rows.append({"name": name, "dataset": dataset, "rule": rule,
+            rows.append({"name": name, "dataset": dataset, "rule": "classes" if use_classes else "ranks",
                          "endgame_w_latency": float(w), "searches": len(rs),
                          "seeds": [r["job"]["seed"] for r in rs], "cells": picks,
                          "accuracy": {"mean": float(np.mean(acc)), "std": float(np.std(acc))},
@@ -338,11 +342,8 @@ def capped_endgames(records: Sequence[Mapping[str, Any]], ratios: Sequence[float
                 if not held:
                     empty += 1
                     continue
-                if config.endgame_classes:
-                    i = search_lib.class_endgame({**eg, "cells": held}, config.endgame_weights["latency"],
-                                                 config.precision)
-                else:
-                    i = search_lib.rerank_endgame({**eg, "cells": held}, config.endgame_weights, config.precision)
+                i = search_lib.pick_endgame({**eg, "cells": held}, config.endgame_weights, config.precision,
+                                            config.endgame_classes)
                 picks.append(i)
                 seeds.append(r["job"]["seed"])
                 acc.append(accs[i])

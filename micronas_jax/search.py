@@ -555,6 +555,18 @@ def class_endgame(endgame: Mapping[str, Any], w_latency: float, precision: int =
     return int(endgame["cells"][class_pick(logged_indicators(endgame), w_latency, precision)]["index"])
 
 
+def pick_endgame(endgame: Mapping[str, Any], weights: Mapping[str, float], precision: int = 3,
+                 classes: bool = False, extra: Mapping[str, Mapping[int, float]] | None = None) -> int:
+    """The NB201 index of the cell a logged endgame picks under ``weights``: by the class-aware rule
+    (``class_endgame`` at ``weights['latency']``) if ``classes``, else by the weighted rank sum
+    (``rerank_endgame``, with ``extra`` indicators if given)."""
+    if classes:
+        if extra:
+            raise ValueError("the class-aware endgame takes no extra indicators")
+        return class_endgame(endgame, weights["latency"], precision)
+    return rerank_endgame(endgame, weights, precision, extra)
+
+
 def _budget_pressure(mask: np.ndarray, feasible_ops: np.ndarray, active: bool) -> np.ndarray:
     """float64[6, 5]: the share of the feasible cells still within ``mask`` that use each (edge,
     op); zeros without budgets (every op then has the same share of the state's cells)."""

@@ -308,6 +308,19 @@ def test_a_search_with_the_class_aware_endgame_is_its_rerank(tmp_path, costs):
     assert rows["acc", 0.0]["cells"] == [found["acc", s]["result"]["index"] for s in (0, 1)]
     with pytest.raises(ValueError, match="cls: the class-aware endgame"):
         batch.rerank_endgames(records, [0.5], proxy_weights={"ntk": 1.0})
+    # One configuration name whose searches ran with both rules: said, not picked by the first's.
+    mixed = [found["cls", 0], {**found["acc", 1], "job": {**found["acc", 1]["job"], "name": "cls"}}]
+    with pytest.raises(ValueError, match=r"cls \(cifar10\): its searches ran with both endgame rules"):
+        batch.rerank_endgames(mixed, [0.5])
+    weights = {**configs["acc"].endgame_weights, "latency": 0.5}
+    assert batch.rerank_endgames(mixed, [0.5], classes=False)[0]["cells"] == [
+        search.rerank_endgame(r["result"]["endgame"], weights) for r in mixed]
+    # pick_endgame is the one switch both replays go through.
+    eg = found["acc", 0]["result"]["endgame"]
+    assert search.pick_endgame(eg, weights, classes=True) == search.class_endgame(eg, 0.5)
+    assert search.pick_endgame(eg, weights) == search.rerank_endgame(eg, weights)
+    with pytest.raises(ValueError, match="no extra indicators"):
+        search.pick_endgame(eg, weights, classes=True, extra={"x": {c["index"]: 0.0 for c in eg["cells"]}})
     # Capped: the class search re-picks by its own rule among the cells held (which moves the classes'
     # NTK ranks, so not necessarily to the same cell).
     for r in batch.capped_endgames(records, [1.5]):
