@@ -877,8 +877,8 @@ def test_rerank_endgames_with_naswot(tmp_path, costs):
     ("accuracy_first", {"synthetic": "natural", "proxy_N": 1,
                         "configs": {"w_flops=0,w_latency=0": (0.0, True, 0, None, None)}}),
     ("latency_first", {"synthetic": "natural", "proxy_N": 3,
-                       "configs": {"w_flops=0,w_latency=0,keep_none,endgame=64,endgame_w_latency=6":
-                                   (0.0, False, 64, 6.0, None)}}),
+                       "configs": {"w_flops=0,w_latency=0,keep_none,endgame=64,endgame_w_latency=4":
+                                   (0.0, False, 64, 4.0, None)}}),
     ("latency_budget", {"synthetic": "gaussian", "proxy_N": 3,
                         "configs": {"w_flops=0,w_latency=0,keep_none,endgame=64,latency_ms<=536":
                                     (0.0, False, 64, None, 536.0)}}),
